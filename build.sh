@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|image|bench]
+#   setup   make .venv with the pinned build/test dependencies (idempotent)
+#   export  setup + export the models to OpenVINO IR in models/ir (LiteMedSAM always; EfficientViT-SAM
+#           when its checkpoints are in --weights DIR / $WEIGHTS_DIR, verified against the manifest)
+#   demo    export + make the demo cases in demo/ + segment them + score them (the README's main job)
+#   test    export + the test suite (the README's test command; CI runs it)
+#   image   export + build the Docker image seg:latest (starts a Docker daemon if none runs)
+#   bench   export + the benchmark (OpenVINO vs the PyTorch baseline) on the demo and dev cases
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+WEIGHTS_DIR="${WEIGHTS_DIR:-$ROOT/weights}"
+
+say() { printf '[build] %s\n' "$*" >&2; }
+
+setup() {
+  local stamp="$VENV/.requirements.sha256" want
+  want=$(cat requirements.txt requirements-build.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+  if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
+  say "setting up $VENV (pinned build and test dependencies; torch is build-time only)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+  # Only the stardist wheel's bundled demo image is used; its deep-learning deps are not needed.
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps stardist==0.9.2
+  echo "$want" > "$stamp"
+}
+
+export_models() {
+  setup
+  "$PY" -m models.export.build_all --out "$ROOT/models/ir" --weights "$WEIGHTS_DIR"
+}
+
+demo() {
+  export_models
+  "$PY" -m evaluation.demo_cases --out "$ROOT/demo"
+  rm -rf "$ROOT/demo/outputs"
+  set +e
+  "$PY" predict.py -i "$ROOT/demo/inputs" -o "$ROOT/demo/outputs"
+  local status=$?
+  set -e
+  "$PY" -m evaluation.compute_metrics -s "$ROOT/demo/outputs" -g "$ROOT/demo/gts" -o "$ROOT/demo/metrics.csv" \
+    --efficiency "$ROOT/demo/outputs/efficiency.csv"
+  say "demo outputs in demo/outputs, scores in demo/metrics.csv"
+  return $status
+}
+
+run_tests() {
+  export_models
+  "$VENV/bin/ruff" check .
+  if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -x docker/build_image.sh ]]; then
+    if [[ "$(id -u)" == 0 ]] || docker info >/dev/null 2>&1; then
+      build_image || { say "Docker image build failed"; return 1; }
+    else
+      say "not root and no Docker daemon: the Docker tests will be skipped"
+    fi
+  fi
+  "$PY" -m pytest -q -rs "$@"
+}
+
+build_image() {
+  export_models
+  bash docker/build_image.sh
+}
+
+bench() {
+  export_models
+  "$PY" -m evaluation.demo_cases --out "$ROOT/demo"
+  "$PY" -m evaluation.benchmark "$@"
+}
+
+while [[ $# -gt 0 && "$1" == --* ]]; do
+  case "$1" in
+    --weights) WEIGHTS_DIR=$(realpath "$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
+command=${1:-demo}
+shift || true
+case "$command" in
+  setup) setup ;;
+  export) export_models ;;
+  demo) demo ;;
+  test) run_tests "$@" ;;
+  image) build_image ;;
+  bench) bench "$@" ;;
+  *) echo "usage: ./build.sh [--weights DIR] [setup|export|demo|test|image|bench]" >&2; exit 2 ;;
+esac

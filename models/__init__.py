@@ -1,0 +1,1 @@
+"""Model registry, pre/post-processing and the OpenVINO predictor (runtime: no torch)."""

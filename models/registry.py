@@ -1,0 +1,83 @@
+"""Model name -> everything the runtime needs to drive it: input size, normalisation, box frame, IR files.
+
+Two families with DIFFERENT preprocessing; mixing them silently ruins accuracy:
+  * LiteMedSAM: longest side to 256 (INTER_AREA), min-max to [0, 1] per image, zero pad to 256x256;
+    boxes and masks live in the same 256 frame.
+  * EfficientViT-SAM (L0, L1): longest side to 512, ImageNet mean/std on 0-255 values, zero pad to
+    512x512 after normalising; boxes live in a 1024 frame; 256x256 masks go up to 1024 first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Normalisation = Literal["minmax", "imagenet"]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "ir"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static facts about one exported model.
+
+    image_size: side of the square encoder input (pixels).
+    prompt_frame: side of the square frame in which the decoder reads boxes and to which masks are
+        upsampled before cropping (equals image_size for LiteMedSAM, 1024 for EfficientViT-SAM).
+    mask_size: side of the decoder's low-resolution logits.
+    embedding_shape: shape of one image embedding, (1, C, h, w).
+    weights: file name of the source checkpoint (build time), as in models/weights_manifest.toml.
+    floor_boxes: truncate scaled box coordinates to integers, as the LiteMedSAM challenge baseline does.
+    """
+
+    name: str
+    image_size: int
+    prompt_frame: int
+    mask_size: int
+    normalisation: Normalisation
+    embedding_shape: tuple[int, int, int, int]
+    weights: str
+    floor_boxes: bool = False
+
+    @property
+    def encoder_file(self) -> str:
+        return f"{self.name}_encoder.xml"
+
+    @property
+    def decoder_file(self) -> str:
+        return f"{self.name}_decoder.xml"
+
+
+MODELS: dict[str, ModelSpec] = {
+    "litemedsam": ModelSpec("litemedsam", 256, 256, 256, "minmax", (1, 256, 64, 64), "lite_medsam.pth", True),
+    "efficientvit_sam_l0": ModelSpec(
+        "efficientvit_sam_l0", 512, 1024, 256, "imagenet", (1, 256, 64, 64), "efficientvit_sam_l0.pt"
+    ),
+    "efficientvit_sam_l1": ModelSpec(
+        "efficientvit_sam_l1", 512, 1024, 256, "imagenet", (1, 256, 64, 64), "efficientvit_sam_l1.pt"
+    ),
+}
+
+FALLBACK_MODEL = "litemedsam"
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look up a model by name; raise KeyError listing the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model '{name}' (known: {', '.join(MODELS)})") from None
+
+
+def model_dir() -> Path:
+    """Folder holding the exported IR: $SEG_MODEL_DIR, else models/ir next to this file."""
+    return Path(os.environ.get("SEG_MODEL_DIR", DEFAULT_MODEL_DIR))
+
+
+def is_available(name: str, directory: Path | None = None) -> bool:
+    """True when both IR files of the model were exported into `directory`."""
+    spec = get_spec(name)
+    directory = directory or model_dir()
+    return all((directory / file).is_file() for file in (spec.encoder_file, spec.decoder_file))

@@ -1,0 +1,100 @@
+"""Pure pre/post-processing functions shared by every model (numpy + OpenCV, no state)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.registry import ModelSpec
+
+IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
+_CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels in one call
+
+
+def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
+    """(h, w) after scaling so that the longest side is `target`, rounded half up as SAM does."""
+    scale = target / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def resize_longest_side(image: np.ndarray, target: int) -> np.ndarray:
+    """(H, W[, C]) -> (h, w[, C]) with max(h, w) == target, area interpolation (the challenge's)."""
+    height, width = image.shape[:2]
+    new_h, new_w = longest_side_shape(height, width, target)
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+def normalise(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """(h, w, 3) uint8 -> (h, w, 3) float32: min-max to [0, 1] (LiteMedSAM) or ImageNet mean/std."""
+    pixels = image.astype(np.float32)
+    if spec.normalisation == "minmax":
+        low, high = float(pixels.min()), float(pixels.max())
+        return (pixels - low) / max(high - low, 1e-8)
+    return (pixels - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def pad_to_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(h, w, C) -> (size, size, C), zeros added at the bottom and right."""
+    height, width = image.shape[:2]
+    return np.pad(image, ((0, size - height), (0, size - width), (0, 0)))
+
+
+def preprocess(image: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, 3) or grey (H, W) uint8 -> encoder input (1, 3, S, S) float32 and unpadded (h, w) at S.
+
+    A grey slice is resized once and then repeated to 3 channels: the same numbers as repeating first.
+    """
+    resized = resize_longest_side(image, spec.image_size)
+    if resized.ndim == 2:
+        resized = np.repeat(resized[:, :, None], 3, axis=2)
+    padded = pad_to_square(normalise(resized, spec), spec.image_size)
+    return np.ascontiguousarray(padded.transpose(2, 0, 1)[None]), resized.shape[:2]
+
+
+def scale_boxes(boxes: np.ndarray, original_hw: tuple[int, int], spec: ModelSpec) -> np.ndarray:
+    """(N, 4) boxes in original pixels -> (N, 4) float32 in the model's square prompt frame."""
+    scaled = boxes.astype(np.float64) * (spec.prompt_frame / max(original_hw))
+    if spec.floor_boxes:
+        scaled = np.floor(scaled)
+    return scaled.astype(np.float32)
+
+
+def _resize_stack(stack: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N, h, w) float32 -> (N, height, width), bilinear (half-pixel centres, like torch's)."""
+    out = np.empty((stack.shape[0], height, width), np.float32)
+    for start in range(0, stack.shape[0], _CV_MAX_CHANNELS):
+        chunk = stack[start : start + _CV_MAX_CHANNELS]
+        resized = cv2.resize(np.ascontiguousarray(chunk.transpose(1, 2, 0)), (width, height), interpolation=cv2.INTER_LINEAR)
+        out[start : start + len(chunk)] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return out
+
+
+def postprocess_masks(logits: np.ndarray, original_hw: tuple[int, int], spec: ModelSpec) -> np.ndarray:
+    """(N, 1, m, m) decoder logits -> (N, H, W) bool masks at the original image size.
+
+    The logits go up to the prompt frame when it is larger (EfficientViT-SAM), are cropped to the
+    unpadded image area in that frame, resized bilinearly to (H, W) and thresholded at 0 (p > 0.5).
+    """
+    masks = logits[:, 0].astype(np.float32, copy=False)
+    if masks.shape[-1] != spec.prompt_frame:
+        masks = _resize_stack(masks, spec.prompt_frame, spec.prompt_frame)
+    crop_h, crop_w = longest_side_shape(*original_hw, spec.prompt_frame)
+    masks = masks[:, :crop_h, :crop_w]
+    return _resize_stack(masks, *original_hw) > 0
+
+
+def grow_box(box: np.ndarray, margin: float, original_hw: tuple[int, int]) -> np.ndarray:
+    """(4,) [x0, y0, x1, y1] -> the box grown by `margin` pixels on each side, clipped to the image."""
+    height, width = original_hw
+    grown = box.astype(np.float64) + np.array([-margin, -margin, margin, margin])
+    return np.clip(grown, 0, [width - 1, height - 1, width - 1, height - 1])
+
+
+def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
+    """(H, W) bool -> [x0, y0, x1, y1] inclusive bounding box, or None for an empty mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], np.float64)

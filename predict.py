@@ -1,0 +1,89 @@
+"""Segment every challenge case in a folder: `python predict.py -i INPUTS -o OUTPUTS`.
+
+Reads `2DBox_*.npz` / `3DBox_*.npz` cases, routes each by modality (router/routes.toml), runs the
+route's strategy and model on OpenVINO and writes `segs` under the same file name. A bad case gets a
+one-line error and the others still run; the exit status is 1 if any case failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from models.registry import FALLBACK_MODEL, model_dir
+from router.casefile import CaseError, read_case, write_segs, write_text_atomic
+from router.pipeline import ModelPool, segment_case, slice_steps
+from router.routing import RoutingTable
+
+log = logging.getLogger("seg")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-i", "--input", type=Path, default=Path("/workspace/inputs"), help="folder of case .npz files")
+    parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"), help="folder for segs .npz files")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
+    parser.add_argument("--config", type=Path, default=None, help="routing table TOML (default: router/routes.toml)")
+    parser.add_argument("--models", type=Path, default=None, help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
+    parser.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
+    parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not args.input.is_dir():
+        log.error("error: input folder %s does not exist", args.input)
+        return 1
+    args.output.mkdir(parents=True, exist_ok=True)
+    table = RoutingTable.load(args.config)
+    pool = ModelPool(args.models or model_dir(), args.threads, args.precision, args.cache_mb << 20)
+    if FALLBACK_MODEL not in pool.available:
+        log.error("error: %s is not exported in %s (run ./build.sh export)", FALLBACK_MODEL, pool.directory)
+        return 1
+
+    files = sorted(p for p in args.input.iterdir() if p.is_file() and not p.name.startswith("."))
+    cases = [p for p in files if p.suffix.lower() == ".npz"]
+    for skipped in sorted(set(files) - set(cases)):
+        log.warning("skip %s: not an .npz case file", skipped.name)
+
+    failed, timings, fallbacks_said = 0, [], set()
+    for path in tqdm(cases, desc="cases", unit="case", disable=args.no_progress):
+        start = time.perf_counter()
+        try:
+            case = read_case(path)
+            route = table.route(case.dim, case.modality, pool.available)
+            if "fell back" in route.note and route.note not in fallbacks_said:
+                fallbacks_said.add(route.note)
+                log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
+            steps = slice_steps(case, route) if case.dim == 3 else 0
+            with tqdm(total=steps, desc=case.name, unit="slice", leave=False, disable=args.no_progress or not steps) as bar:
+                segs = segment_case(case, route, pool, on_slice=bar.update)
+            write_segs(args.output / path.name, segs)
+        except CaseError as error:
+            failed += 1
+            log.error("error: %s: %s", path.name, error)
+            continue
+        except Exception as error:  # one broken case must not stop the others
+            failed += 1
+            log.error("error: %s: %s: %s", path.name, type(error).__name__, error)
+            continue
+        seconds = time.perf_counter() - start
+        timings.append((path.stem, seconds))
+        log.info("%s  %s  %dD  boxes=%d  route=%s  %.2fs", case.name, case.modality, case.dim, len(case.boxes), route.describe(), seconds)
+        write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + "".join(f"{n},{s:.4f}\n" for n, s in timings))
+
+    log.info("done: %d case(s) written, %d failed", len(timings), failed)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

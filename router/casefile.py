@@ -1,0 +1,198 @@
+"""Reading and writing challenge case files (`.npz`).
+
+Axis order:
+  * 2D cases (`2DBox_<Modality>_<id>.npz`): `imgs` is (H, W, 3) (a grey (H, W) image is accepted and
+    repeated to 3 channels); `boxes` is (N, 4) as `[x_min, y_min, x_max, y_max]` in pixels, inclusive.
+  * 3D cases (`3DBox_<Modality>_<id>.npz`): `imgs` is (D, H, W) = (z, y, x); `boxes` is (N, 6) as
+    `[x_min, y_min, z_min, x_max, y_max, z_max]`, inclusive (z_max included); `spacing` is (3,) and is
+    stored in SimpleITK `GetSpacing()` order (x, y, z), i.e. the REVERSE of the array axes.
+
+Output: `segs`, a label map of the image's spatial shape ((H, W) or (D, H, W)); 0 is background and
+label i belongs to `boxes[i - 1]`; uint8 for up to 255 boxes, uint16 above.
+
+Inputs are loaded with `allow_pickle=False` (a case file must never execute code) and never modified;
+outputs are written to a temporary file in the target folder and renamed, so none is half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from router.modality import CaseNameError, parse_case_name
+
+
+class CaseError(ValueError):
+    """A case file that cannot be segmented; the message names the problem in one line."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validated case.
+
+    image: uint8, (H, W, 3) for 2D or (D, H, W) for 3D.
+    boxes: int64, (N, 4) for 2D or (N, 6) for 3D, clipped to the image, inclusive corners.
+    spacing: (3,) float64 as stored (x, y, z) for 3D; None for 2D.
+    """
+
+    name: str
+    modality: str
+    dim: int
+    image: np.ndarray
+    boxes: np.ndarray
+    spacing: np.ndarray | None
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return self.image.shape[:2] if self.dim == 2 else self.image.shape
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Bring an image of any real dtype to uint8 0..255, as the challenge's preprocessing does.
+
+    Values already in 0..255 are rounded; other ranges are clipped to the 0.5/99.5 percentiles and
+    min-max scaled to 0..255. Shape is kept.
+    """
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    values = image.astype(np.float64, copy=False)
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0.0 and hi <= 255.0:
+        return np.rint(values).astype(np.uint8)
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros(image.shape, np.uint8)
+    scaled = (np.clip(values, lo, hi) - lo) / (hi - lo) * 255.0
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _clip_boxes(boxes: np.ndarray, spatial_shape: tuple[int, ...], dim: int) -> np.ndarray:
+    """Validate boxes and clip them to the image; raise CaseError on degenerate or outside boxes."""
+    if dim == 2:
+        height, width = spatial_shape
+        upper = np.array([width - 1, height - 1])
+        lows, highs = boxes[:, :2], boxes[:, 2:]
+    else:
+        depth, height, width = spatial_shape
+        upper = np.array([width - 1, height - 1, depth - 1])
+        lows, highs = boxes[:, :3], boxes[:, 3:]
+    for index, (low, high) in enumerate(zip(lows, highs, strict=True)):
+        if np.any(low > high):
+            raise CaseError(f"box {index} is degenerate (a min corner exceeds its max corner): {boxes[index].tolist()}")
+        if np.any(high < 0) or np.any(low > upper):
+            raise CaseError(f"box {index} lies entirely outside the image of shape {spatial_shape}: {boxes[index].tolist()}")
+    lows = np.clip(lows, 0, upper)
+    highs = np.clip(highs, 0, upper)
+    return np.concatenate([lows, highs], axis=1).astype(np.int64)
+
+
+def read_case(path: Path) -> Case:
+    """Read and validate one case file; raise CaseError with a one-line reason if it is unusable."""
+    path = Path(path)
+    try:
+        dim, modality = parse_case_name(path.name)
+    except CaseNameError as error:
+        raise CaseError(str(error)) from error
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            for key in ("imgs", "boxes"):
+                if key not in keys:
+                    raise CaseError(f"missing key '{key}' (found: {sorted(keys) or 'none'})")
+            image = npz["imgs"]
+            boxes = npz["boxes"]
+            spacing = npz["spacing"] if "spacing" in keys else None
+    except CaseError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CaseError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
+    except ValueError as error:
+        # np.load raises ValueError for object (pickled) arrays when allow_pickle=False.
+        raise CaseError(f"unreadable array ({error})") from error
+
+    if image.dtype.kind not in "biuf":
+        raise CaseError(f"'imgs' has unsupported dtype {image.dtype}")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise CaseError("'imgs' contains NaN or Inf values")
+    if dim == 2:
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise CaseError(f"2D 'imgs' must be (H, W) or (H, W, 3), got shape {image.shape}")
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        image = image[:, :, :3]
+    elif image.ndim != 3:
+        raise CaseError(f"3D 'imgs' must be (D, H, W), got shape {image.shape}")
+    if min(image.shape[: 2 if dim == 2 else 3]) < 1:
+        raise CaseError(f"'imgs' is empty, shape {image.shape}")
+    image = to_uint8(image)
+
+    width = 4 if dim == 2 else 6
+    if boxes.dtype.kind not in "biuf":
+        raise CaseError(f"'boxes' has unsupported dtype {boxes.dtype}")
+    if boxes.size == 0:
+        boxes = np.zeros((0, width), np.int64)
+    if boxes.ndim == 1 and boxes.size == width:
+        boxes = boxes[None, :]
+    if boxes.ndim != 2 or boxes.shape[1] != width:
+        raise CaseError(f"{dim}D 'boxes' must be (N, {width}), got shape {boxes.shape}")
+    if boxes.dtype.kind == "f":
+        if not np.all(np.isfinite(boxes)):
+            raise CaseError("'boxes' contains NaN or Inf values")
+        boxes = np.rint(boxes)
+    if len(boxes) > np.iinfo(np.uint16).max:
+        raise CaseError(f"{len(boxes)} boxes exceed the 65535 labels a uint16 label map can hold")
+    spatial_shape = image.shape[:2] if dim == 2 else image.shape
+    boxes = _clip_boxes(boxes.astype(np.int64), spatial_shape, dim)
+
+    if dim == 3:
+        if spacing is None:
+            spacing = np.ones(3)
+        spacing = np.asarray(spacing, dtype=np.float64).reshape(-1)
+        if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+            raise CaseError(f"'spacing' must be 3 positive numbers, got {spacing.tolist()}")
+    else:
+        spacing = None
+    return Case(path.stem, modality, dim, np.ascontiguousarray(image), boxes, spacing)
+
+
+def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:
+    """uint8 holds labels up to 255; more boxes need uint16."""
+    return np.uint8 if num_boxes <= 255 else np.uint16
+
+
+def write_segs(path: Path, segs: np.ndarray) -> None:
+    """Write `segs` to `path` (.npz, compressed) through a temp file + rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez_compressed(handle, segs=segs)
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (e.g. efficiency.csv) through a temp file + rename."""
+    path = Path(path)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,67 @@
+"""One case end to end: read -> route -> strategy -> predictor -> segs. predict.py only loops and reports."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
+from models.registry import MODELS, get_spec, is_available, model_dir
+from router.casefile import Case
+from router.routing import Route
+from router.strategies.image2d import segment_image2d
+from router.strategies.propagate3d import propagation_steps, segment_propagate3d
+from router.strategies.triplanar import VIEW_AXES, segment_triplanar, view_boxes
+
+log = logging.getLogger("seg")
+
+
+class ModelPool:
+    """Predictors by model name, compiled lazily: a run pays only for the models its cases need."""
+
+    def __init__(
+        self, directory: Path | None = None, threads: int | None = None, precision: str = "f32",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.directory = Path(directory or model_dir())
+        self.threads = threads
+        self.precision = precision
+        self.cache_bytes = cache_bytes
+        self.available = {name for name in MODELS if is_available(name, self.directory)}
+        self._predictors: dict[str, SamPredictor] = {}
+
+    def get(self, name: str) -> SamPredictor:
+        if name not in self._predictors:
+            if name not in self.available:
+                raise FileNotFoundError(f"model '{name}' is not exported in {self.directory} (run ./build.sh export)")
+            self._predictors[name] = SamPredictor(
+                get_spec(name), self.directory, self.threads, self.precision, self.cache_bytes
+            )
+        return self._predictors[name]
+
+
+def slice_steps(case: Case, route: Route) -> int:
+    """How many slices a 3D case's strategy will visit (the total of its progress bar)."""
+    if route.strategy == "triplanar_vote":
+        views = route.params.get("views", list(VIEW_AXES))
+        return sum(propagation_steps(view_boxes(case.boxes, VIEW_AXES[view])) for view in views)
+    return propagation_steps(case.boxes)
+
+
+def segment_case(case: Case, route: Route, pool: ModelPool, on_slice: Callable[[], None] | None = None) -> np.ndarray:
+    """Run `route` on `case` and return the label map of the case's spatial shape."""
+    predictor = pool.get(route.model)
+    predictor.reset()  # embeddings never carry over from one case to the next
+    try:
+        if route.strategy == "image2d":
+            return segment_image2d(case.image, case.boxes, predictor)
+        if route.strategy == "propagate":
+            return segment_propagate3d(case.image, case.boxes, predictor, on_slice=on_slice)
+        if route.strategy == "triplanar_vote":
+            return segment_triplanar(case.image, case.boxes, predictor, on_slice=on_slice, **route.params)
+        raise ValueError(f"unknown strategy '{route.strategy}'")
+    finally:
+        predictor.reset()  # free the cache's memory between cases

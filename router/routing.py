@@ -1,0 +1,70 @@
+"""Modality -> Route, from one TOML routing table (router/routes.toml, or a file given with --config)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.registry import FALLBACK_MODEL, MODELS
+from router.modality import UNKNOWN_PREFIX
+
+DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.toml"
+STRATEGIES_3D = ("propagate", "triplanar_vote")
+
+
+@dataclass(frozen=True)
+class Route:
+    """What runs one case: model name, strategy name ("image2d", "propagate", "triplanar_vote"),
+    the strategy's parameters, and a note when the route differs from the table (fallback, unknown)."""
+
+    model: str
+    strategy: str
+    params: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.model}/{self.strategy}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+class RoutingTable:
+    """The parsed routing table; `route(dim, modality, available)` picks a Route."""
+
+    def __init__(self, table: dict[str, Any], source: str = "routes") -> None:
+        self.source = source
+        self.default = table.get("default", {})
+        self.modalities = table.get("modality", {})
+        for name, entry in [("default", self.default), *self.modalities.items()]:
+            model = entry.get("model", FALLBACK_MODEL)
+            if model not in MODELS:
+                raise ValueError(f"{source}: [{name}] names unknown model '{model}' (known: {', '.join(MODELS)})")
+            strategy = entry.get("strategy_3d", "propagate")
+            if strategy not in STRATEGIES_3D:
+                raise ValueError(f"{source}: [{name}] names unknown 3D strategy '{strategy}' (known: {', '.join(STRATEGIES_3D)})")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> RoutingTable:
+        path = Path(path or DEFAULT_ROUTES)
+        with path.open("rb") as handle:
+            return cls(tomllib.load(handle), source=str(path))
+
+    def route(self, dim: int, modality: str, available: set[str] | None = None) -> Route:
+        """Route for a case. `available`: models whose IR exists; others fall back to LiteMedSAM."""
+        notes = []
+        entry = self.modalities.get(modality)
+        if entry is None:
+            entry = self.default
+            if modality.startswith(UNKNOWN_PREFIX):
+                notes.append(f"unknown modality '{modality[len(UNKNOWN_PREFIX):]}', default route")
+        merged = {**self.default, **entry}
+        model = merged.get("model", FALLBACK_MODEL)
+        if available is not None and model not in available:
+            notes.append(f"{model} not built, fell back to {FALLBACK_MODEL}")
+            model = FALLBACK_MODEL
+        if dim == 2:
+            return Route(model, "image2d", {}, "; ".join(notes))
+        strategy = merged.get("strategy_3d", "propagate")
+        params = dict(entry.get(strategy, {}))
+        return Route(model, strategy, params, "; ".join(notes))
