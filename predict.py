@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.registry import FALLBACK_MODEL, model_dir
+from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
 from router.casefile import CaseError, read_case, write_segs, write_text_atomic
 from router.pipeline import ModelPool, segment_case, slice_steps
 from router.routing import RoutingTable
@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
     parser.add_argument("--config", type=Path, default=None, help="routing table TOML (default: router/routes.toml)")
     parser.add_argument("--models", type=Path, default=None, help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
-    parser.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="OpenVINO inference precision")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32; bf16 (FP32 model computed in bf16); int8 (quantised encoder)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         seconds = time.perf_counter() - start
         timings.append((path.stem, seconds))
-        log.info("%s  %s  %dD  boxes=%d  route=%s  %.2fs", case.name, case.modality, case.dim, len(case.boxes), route.describe(), seconds)
+        log.info("%s  %s  %dD  boxes=%d  route=%s  %.2fs",
+                 case.name, case.modality, case.dim, len(case.boxes), route.describe(), seconds)
         write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + "".join(f"{n},{s:.4f}\n" for n, s in timings))
 
     log.info("done: %d case(s) written, %d failed", len(timings), failed)

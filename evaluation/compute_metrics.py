@@ -65,12 +65,12 @@ for _alias, _value in (("Inf", np.inf), ("NaN", np.nan)):
     if not hasattr(np, _alias):
         setattr(np, _alias, _value)
 
-from surface_distance import (  # must follow the NumPy alias shim above
+from surface_distance import (  # noqa: E402 (must follow the NumPy alias shim above)
     compute_dice_coefficient,
     compute_surface_dice_at_tolerance,
     compute_surface_distances,
 )
-from tqdm import tqdm
+from tqdm import tqdm  # noqa: E402
 
 log = logging.getLogger("compute_metrics")
 
@@ -442,7 +442,7 @@ def plot_per_modality(summary: dict[str, Any], out_png: Path) -> None:
     for offset, metric in ((-0.2, "DSC"), (0.2, "NSD")):
         ax.bar(x + offset, [s[f"{metric}_mean"] for s in stats], 0.4, yerr=[s[f"{metric}_std"] for s in stats],
                capsize=3, label=metric)
-    ax.set_xticks(x, [f"{n}\n(n={s['n']})" for n, s in zip(names, stats)])
+    ax.set_xticks(x, [f"{n}\n(n={s['n']})" for n, s in zip(names, stats, strict=False)])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mean score")
     ax.legend(loc="lower right")

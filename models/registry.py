@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 Normalisation = Literal["minmax", "imagenet"]
+# fp32: FP32 IR computed in f32; bf16: FP32 IR computed in bf16 where the CPU has it; int8: INT8 encoder
+# IR (the decoder stays FP32, computed in f32).
+PRECISIONS = ("fp32", "bf16", "int8")
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "ir"
 
@@ -44,6 +47,11 @@ class ModelSpec:
     @property
     def encoder_file(self) -> str:
         return f"{self.name}_encoder.xml"
+
+    @property
+    def encoder_int8_file(self) -> str:
+        """Post-training INT8 quantised encoder (NNCF), made by ./build.sh export."""
+        return f"{self.name}_encoder_int8.xml"
 
     @property
     def decoder_file(self) -> str:

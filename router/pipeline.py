@@ -23,7 +23,7 @@ class ModelPool:
     """Predictors by model name, compiled lazily: a run pays only for the models its cases need."""
 
     def __init__(
-        self, directory: Path | None = None, threads: int | None = None, precision: str = "f32",
+        self, directory: Path | None = None, threads: int | None = None, precision: str = "fp32",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.directory = Path(directory or model_dir())

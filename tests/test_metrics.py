@@ -12,17 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `.venv/bin/pytest` does not put the repo root on sys.path
-    sys.path.insert(0, str(ROOT))
-
-from surface_distance import (  # called only after cm is imported, which shims np.Inf for it
+from evaluation import compute_metrics as cm  # isort: skip (shims np.Inf before surface_distance loads)
+from surface_distance import (  # noqa: I001
     compute_dice_coefficient,
     compute_surface_dice_at_tolerance,
     compute_surface_distances,
 )
 
-from evaluation import compute_metrics as cm
+ROOT = Path(__file__).resolve().parents[1]
 
 # The known-shift case: a rod of L voxels along the last axis, 1x1 voxel in cross-section, and the same
 # rod shifted by K voxels along its axis. Spacing 1 mm, tolerance 2 mm.
@@ -56,8 +53,8 @@ def blobs(shape: tuple[int, ...], n_labels: int, rng: np.random.Generator) -> np
     out = np.zeros(shape, np.uint8)
     for label in range(1, n_labels + 1):
         lo = [int(rng.integers(0, s // 2)) for s in shape]
-        hi = [lo_i + int(rng.integers(2, s // 2)) for lo_i, s in zip(lo, shape)]
-        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = label
+        hi = [lo_i + int(rng.integers(2, s // 2)) for lo_i, s in zip(lo, shape, strict=False)]
+        out[tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))] = label
     return out
 
 
