@@ -100,6 +100,8 @@ def read_case(path: Path) -> Case:
         dim, modality = parse_case_name(path.name)
     except CaseNameError as error:
         raise CaseError(str(error)) from error
+    if not zipfile.is_zipfile(path):
+        raise CaseError("not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -114,7 +116,8 @@ def read_case(path: Path) -> Case:
     except (zipfile.BadZipFile, EOFError, OSError) as error:
         raise CaseError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
     except ValueError as error:
-        # np.load raises ValueError for object (pickled) arrays when allow_pickle=False.
+        if "pickle" in str(error):  # object arrays: loading them could execute code
+            raise CaseError("unreadable array: it holds pickled Python objects, which are never loaded") from error
         raise CaseError(f"unreadable array ({error})") from error
 
     if image.dtype.kind not in "biuf":

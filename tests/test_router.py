@@ -1,0 +1,85 @@
+"""Modality parsing and the routing table."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.modality import CaseNameError, parse_case_name
+from router.routing import RoutingTable
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("2DBox_Microscope_abc.npz", (2, "Microscopy")),
+        ("2DBox_microscopy_abc.npz", (2, "Microscopy")),
+        ("2DBox_X-Ray_JSRT004.npz", (2, "XRay")),
+        ("2DBox_XRay_1.npz", (2, "XRay")),
+        ("2DBox_CXR_1.npz", (2, "XRay")),
+        ("2DBox_X-Ray_Teeth_0001.npz", (2, "XRay")),
+        ("3DBox_MRI_1.npz", (3, "MR")),
+        ("3DBox_MR_brain_1.npz", (3, "MR")),
+        ("2DBox_Ultrasound_1.npz", (2, "US")),
+        ("2DBox_US_HC18x000.npz", (2, "US")),
+        ("2DBox_Dermoscope_1.npz", (2, "Dermoscopy")),
+        ("2DBox_OCT_retina.npz", (2, "OCT")),
+        ("2DBox_CT_slice.npz", (2, "CT")),
+        ("3DBox_PET_lesion.npz", (3, "PET")),
+        ("3dbox_ct_lower.npz", (3, "CT")),
+        ("2DBox_Sonar_1.npz", (2, "Unknown:Sonar")),
+    ],
+)
+def test_modality_aliases(name, expected):
+    assert parse_case_name(name) == expected
+
+
+def test_oct_never_routes_as_ct():
+    assert parse_case_name("2DBox_OCT_CTlike.npz")[1] == "OCT"
+    assert parse_case_name("3DBox_OCTA_x.npz")[1].startswith("Unknown")
+
+
+@pytest.mark.parametrize("name", ["case.npz", "4DBox_CT_1.npz", "2DBox_.npz", "image_CT_2DBox.npz"])
+def test_bad_names_are_rejected(name):
+    with pytest.raises(CaseNameError, match="2DBox_<Modality>_<id>"):
+        parse_case_name(name)
+
+
+def test_default_table_routes():
+    table = RoutingTable.load()
+    everything = {"litemedsam", "efficientvit_sam_l0", "efficientvit_sam_l1"}
+    assert table.route(2, "Microscopy", everything).model == "efficientvit_sam_l0"
+    assert table.route(2, "XRay", everything).model == "efficientvit_sam_l0"
+    pet = table.route(3, "PET", everything)
+    assert (pet.model, pet.strategy) == ("litemedsam", "triplanar_vote")
+    assert pet.params["min_votes"] == 2
+    assert table.route(3, "CT", everything).strategy == "propagate"
+    assert table.route(3, "MR", everything).strategy == "propagate"
+    ct_slice = table.route(2, "CT", everything)
+    assert (ct_slice.model, ct_slice.strategy) == ("litemedsam", "image2d")
+    assert table.route(2, "Endoscopy", everything).model == "litemedsam"
+
+
+def test_fallback_and_unknown_are_said():
+    table = RoutingTable.load()
+    route = table.route(2, "Microscopy", {"litemedsam"})
+    assert route.model == "litemedsam"
+    assert "efficientvit_sam_l0 not built" in route.note and "fell back" in route.describe()
+    unknown = table.route(3, "Unknown:Sonar", {"litemedsam"})
+    assert unknown.model == "litemedsam" and unknown.strategy == "propagate"
+    assert "unknown modality 'Sonar'" in unknown.note
+
+
+def test_config_override(tmp_path):
+    config = tmp_path / "routes.toml"
+    config.write_text('[default]\nmodel = "litemedsam"\n[modality.PET]\nstrategy_3d = "triplanar_vote"\n'
+                      '[modality.PET.triplanar_vote]\nviews = ["axial", "coronal"]\nmin_votes = 2.0\n')
+    route = RoutingTable.load(config).route(3, "PET", {"litemedsam"})
+    assert route.params == {"views": ["axial", "coronal"], "min_votes": 2.0}
+    assert RoutingTable.load(config).route(3, "CT", {"litemedsam"}).strategy == "propagate"
+
+
+def test_bad_config_is_rejected(tmp_path):
+    config = tmp_path / "routes.toml"
+    config.write_text('[modality.CT]\nmodel = "unet"\n')
+    with pytest.raises(ValueError, match="unknown model 'unet'"):
+        RoutingTable.load(config)
