@@ -1,0 +1,152 @@
+"""3D strategies on synthetic volumes with the real LiteMedSAM: propagation, cache, tri-planar voting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router.strategies.propagate3d import propagation_steps, segment_propagate3d
+from router.strategies.triplanar import segment_triplanar, view_boxes
+from tests.conftest import blob_volume, dice, tight_box3d
+
+
+class CountingPredictor:
+    """Wraps a real predictor to count encoder runs per (view, slice) key."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+        self.keys: list = []
+
+    def set_image(self, image, key=None):
+        calls = self.predictor.encoder_calls
+        self.predictor.set_image(image, key)
+        if self.predictor.encoder_calls > calls:
+            self.keys.append(key)
+
+    def predict(self, boxes):
+        return self.predictor.predict(boxes)
+
+
+def two_blob_volume():
+    volume_a, mask_a = blob_volume(shape=(30, 96, 96), centre=(10, 30, 30), radii=(5, 14, 12), seed=1)
+    volume_b, mask_b = blob_volume(shape=(30, 96, 96), centre=(19, 62, 64), radii=(7, 16, 14), seed=2)
+    return np.maximum(volume_a, volume_b), mask_a, mask_b
+
+
+def test_propagation_finds_the_object_and_stays_in_z_range(litemedsam):
+    volume, mask = blob_volume()
+    box = tight_box3d(mask)
+    litemedsam.reset()
+    segs = segment_propagate3d(volume, box[None], litemedsam)
+    assert dice(segs == 1, mask) > 0.85
+    z0, z1 = box[2], box[5]
+    assert segs[:z0].max() == 0 and segs[z1 + 1 :].max() == 0
+    assert all(segs[z].any() for z in range(z0 + 1, z1))  # found on every inner slice, not just the middle
+
+
+def test_each_slice_is_encoded_once_whatever_the_boxes(litemedsam):
+    volume, mask_a, mask_b = two_blob_volume()
+    box_a, box_b = tight_box3d(mask_a), tight_box3d(mask_b)
+    boxes = np.array([box_a, box_b, box_a + [0, 0, 0, 0, 0, 0], box_b])  # overlapping and repeated boxes
+    litemedsam.reset()
+    counting = CountingPredictor(litemedsam)
+    segs = segment_propagate3d(volume, boxes, counting)
+    covered = set(range(box_a[2], box_a[5] + 1)) | set(range(box_b[2], box_b[5] + 1))
+    assert sorted(z for _, z in counting.keys) == sorted(covered)  # once each, and only covered slices
+    assert len(counting.keys) < propagation_steps(boxes)  # the sweeps revisit slices; the cache absorbs it
+    # later boxes win: labels 3 and 4 (repeats of 1 and 2) take the objects
+    assert set(np.unique(segs)) == {0, 3, 4}
+    assert dice(segs == 3, mask_a) > 0.8 and dice(segs == 4, mask_b) > 0.8
+
+
+def test_cache_budget_is_never_exceeded(litemedsam):
+    from models.predictor import EmbeddingCache
+
+    volume, mask = blob_volume()
+    cache = EmbeddingCache(budget_bytes=3 * 256 * 64 * 64 * 4)  # room for three embeddings
+    litemedsam.reset()
+    saved, litemedsam.cache = litemedsam.cache, cache
+    try:
+        peak = 0
+        for z in range(8):
+            litemedsam.set_image(volume[z], key=("axial", z))
+            peak = max(peak, cache.used_bytes)
+        assert peak <= cache.budget_bytes and len(cache) == 3
+        calls = litemedsam.encoder_calls
+        litemedsam.set_image(volume[7], key=("axial", 7))  # recent: cached
+        assert litemedsam.encoder_calls == calls
+        litemedsam.set_image(volume[0], key=("axial", 0))  # evicted: encoded again
+        assert litemedsam.encoder_calls == calls + 1
+    finally:
+        litemedsam.cache = saved
+
+
+def test_view_boxes_project_onto_each_plane():
+    box = np.array([[10, 20, 3, 40, 50, 7]])  # x0 y0 z0 x1 y1 z1
+    assert view_boxes(box, (0, 1, 2)).tolist() == box.tolist()
+    # coronal volume (y, z, x): its x is x, its y is z, its slices are y
+    assert view_boxes(box, (1, 0, 2)).tolist() == [[10, 3, 20, 40, 7, 50]]
+    # sagittal volume (x, z, y): its x is y, its y is z, its slices are x
+    assert view_boxes(box, (2, 0, 1)).tolist() == [[20, 3, 10, 50, 7, 40]]
+
+
+@pytest.fixture(scope="module")
+def pet_like():
+    """A small hot blob in strong noise (a PET lesion), box with a margin."""
+    volume, mask = blob_volume(shape=(28, 64, 64), centre=(14, 30, 34), radii=(4, 6, 5), seed=5)
+    rng = np.random.default_rng(7)
+    noisy = np.clip(volume.astype(float) + rng.normal(0, 25, volume.shape), 0, 255).astype(np.uint8)
+    box = tight_box3d(mask) + np.array([-2, -2, -1, 2, 2, 1])
+    return noisy, mask, box
+
+
+def test_triplanar_vote_is_at_least_as_good_as_axial_and_inside_the_box(litemedsam, pet_like):
+    volume, mask, box = pet_like
+    litemedsam.reset()
+    axial = segment_propagate3d(volume, box[None], litemedsam)
+    litemedsam.reset()
+    voted = segment_triplanar(volume, box[None], litemedsam)
+    assert dice(voted == 1, mask) >= dice(axial == 1, mask) - 0.02
+    assert dice(voted == 1, mask) > 0.6
+    inside = np.zeros(volume.shape, bool)
+    inside[box[2] : box[5] + 1, box[1] : box[4] + 1, box[0] : box[3] + 1] = True
+    assert voted[~inside].max() == 0
+
+
+def test_triplanar_label_order_independence(litemedsam):
+    volume, mask_a, mask_b = two_blob_volume()
+    boxes = np.array([tight_box3d(mask_a), tight_box3d(mask_b)])
+    litemedsam.reset()
+    forward = segment_triplanar(volume, boxes, litemedsam, views=("axial", "coronal"), min_votes=2.0)
+    litemedsam.reset()
+    backward = segment_triplanar(volume, boxes[::-1], litemedsam, views=("axial", "coronal"), min_votes=2.0)
+    assert np.array_equal(forward == 1, backward == 2) and np.array_equal(forward == 2, backward == 1)
+    assert dice(forward == 1, mask_a) > 0.7
+
+
+def test_triplanar_contested_voxels_go_to_the_object_with_more_votes():
+    """Two boxes over the same region; views disagree: the object with more votes wins, not label 1."""
+
+    class ScriptedPredictor:
+        """Box 0 is 'seen' only in the axial view, box 1 in all views (masks fill the whole box)."""
+
+        def __init__(self):
+            self.view = None
+
+        def set_image(self, image, key=None):
+            self.view = key[0]
+
+        def predict(self, boxes):
+            masks = np.zeros((len(boxes), 20, 20), bool)
+            for i, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+                masks[i, y0 : y1 + 1, x0 : x1 + 1] = True
+            if self.view != "axial":
+                masks[0] = False  # box 0 loses in coronal and sagittal
+            return masks
+
+    volume = np.zeros((20, 20, 20), np.uint8)
+    boxes = np.array([[5, 5, 5, 10, 10, 10], [5, 5, 5, 10, 10, 10]])
+    segs = segment_triplanar(volume, boxes, ScriptedPredictor())
+    assert set(np.unique(segs)) == {0, 2}
+    segs = segment_triplanar(volume, boxes[::-1], ScriptedPredictor())  # now box 0 is the all-views one
+    assert set(np.unique(segs)) == {0, 2}
