@@ -19,7 +19,11 @@ def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
 
 
 def resize_longest_side(image: np.ndarray, target: int) -> np.ndarray:
-    """(H, W[, C]) -> (h, w[, C]) with max(h, w) == target, area interpolation (the challenge's)."""
+    """(H, W[, C]) -> (h, w[, C]) with max(h, w) == target, area interpolation (the challenge's).
+
+    EfficientViT-SAM's reference resizes with PIL's antialiased bilinear; area interpolation is the
+    OpenCV filter closest to it when shrinking (the runtime has no PIL).
+    """
     height, width = image.shape[:2]
     new_h, new_w = longest_side_shape(height, width, target)
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
@@ -53,11 +57,17 @@ def preprocess(image: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, tuple[in
 
 
 def scale_boxes(boxes: np.ndarray, original_hw: tuple[int, int], spec: ModelSpec) -> np.ndarray:
-    """(N, 4) boxes in original pixels -> (N, 4) float32 in the model's square prompt frame."""
-    scaled = boxes.astype(np.float64) * (spec.prompt_frame / max(original_hw))
+    """(N, 4) boxes in original pixels -> (N, 4) float32 in the model's square prompt frame.
+
+    LiteMedSAM's baseline scales by frame / max(H, W) and truncates; SAM-style predictors
+    (EfficientViT-SAM) scale x and y separately to the rounded longest-side shape, unrounded.
+    """
+    boxes = boxes.astype(np.float64)
     if spec.floor_boxes:
-        scaled = np.floor(scaled)
-    return scaled.astype(np.float32)
+        return np.floor(boxes * (spec.prompt_frame / max(original_hw))).astype(np.float32)
+    frame_h, frame_w = longest_side_shape(*original_hw, spec.prompt_frame)
+    scale = np.array([frame_w / original_hw[1], frame_h / original_hw[0]] * 2)
+    return (boxes * scale).astype(np.float32)
 
 
 def _resize_stack(stack: np.ndarray, height: int, width: int) -> np.ndarray:
