@@ -1,0 +1,57 @@
+"""evaluation/benchmark.py: the child's JSON contract and the table printer (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from evaluation import benchmark
+from tests.conftest import ROOT, write_case
+
+
+def test_child_fp32_reports_figures(tmp_path, ir_dir):
+    image = np.full((64, 80, 3), 30, np.uint8)
+    image[20:40, 30:60] = 220
+    gt = np.zeros((64, 80), np.uint8)
+    gt[20:40, 30:60] = 1
+    boxes = np.array([[30, 20, 59, 39]])
+    case = write_case(tmp_path / "imgs" / "2DBox_US_tiny.npz", imgs=image, boxes=boxes)
+    gt_file = write_case(tmp_path / "gts" / "2DBox_US_tiny.npz", gts=gt, boxes=boxes)
+    done = subprocess.run(
+        [sys.executable, "-m", "evaluation.benchmark", "--child", "fp32", str(case), "--gt", str(gt_file),
+         "--threads", "2", "--models", str(ir_dir)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["method"] == "fp32" and result["case"] == "2DBox_US_tiny"
+    assert result["seconds"] > 0 and result["load_seconds"] > 0
+    assert result["encoder_calls"] == 1 and result["encoder_ms"] > 0
+    assert result["rss_mib"] > 0
+    assert 0.0 <= result["dsc"] <= 1.0 and 0.0 <= result["nsd"] <= 1.0
+
+
+def test_table_printer_handles_missing_and_failed_methods():
+    figures = {"seconds": 2.0, "load_seconds": 1.0, "encoder_calls": 1, "encoder_seconds": 0.5, "encoder_ms": 500.0,
+               "rss_mib": 300.0, "dsc": 0.9, "nsd": 0.95, "model": "litemedsam"}
+    rows = [
+        {"case": "2DBox_US_a", "method": "torch", **figures, "seconds": 4.0},
+        {"case": "2DBox_US_a", "method": "fp32", **figures},
+        {"case": "3DBox_CT_b", "method": "fp32", **figures},  # no torch row: '-' cells, no speed-up
+        {"case": "3DBox_CT_b", "method": "int8", "error": "RuntimeError: boom"},
+    ]
+    for r in rows:
+        r.update(group=benchmark._group(r["case"]), modality=benchmark._modality(r["case"]))
+    benchmark.add_speedups(rows)
+    methods = ["torch", "fp32", "int8"]
+    table = benchmark.format_table(rows, methods, benchmark.SPEED_COLUMNS)
+    lines = table.splitlines()
+    assert len(lines) == 5 and "ERR" in lines[4]
+    assert lines[3].split("|")[3].split() == ["-"] * len(benchmark.SPEED_COLUMNS)  # int8 never ran on case a
+    assert lines[4].split("|")[1].split() == ["-"] * len(benchmark.SPEED_COLUMNS)  # torch never ran on case b
+    assert "2.0" in lines[3].split("|")[2]  # speed-up 4 s / 2 s
+    summaries = benchmark.format_summaries(rows, methods)
+    assert "2D: mean 2.0x" in summaries and "3D: -" in summaries
