@@ -50,7 +50,7 @@ demo() {
 run_tests() {
   export_models
   "$VENV/bin/ruff" check .
-  if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -x docker/build_image.sh ]]; then
+  if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -f docker/build_image.sh ]]; then
     if [[ "$(id -u)" == 0 ]] || docker info >/dev/null 2>&1; then
       build_image || { say "Docker image build failed"; return 1; }
     else

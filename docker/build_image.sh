@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Build the submission image (default seg:latest) without any registry:
+#   1. make sure a Docker daemon runs          (docker/ensure_dockerd.sh)
+#   2. make sure a Python 3.11 base image exists (docker/make_base_image.sh)
+#   3. fill docker/wheelhouse/ with the runtime wheels of requirements.txt (pip download on the
+#      host, Linux x86_64 / CPython 3.11 binary wheels only; skipped while requirements.txt is
+#      unchanged, so a second build needs no network at all)
+#   4. docker build --network none -f docker/Dockerfile -t seg:latest .
+# The build context is cut down by .dockerignore to predict.py, router/, models/ (without
+# models/export), docker/predict.sh and docker/wheelhouse/.
+#
+# Env: IMAGE (default seg:latest), BASE_IMAGE (see make_base_image.sh), PYTHON (host python with
+#      pip; default .venv/bin/python, else python3), SEG_ALLOW_NO_IR=1 to build without models/ir,
+#      SEG_BAKE_OV_CACHE=1 to bake OpenVINO's compiled-model cache into the image (saves ~0.7 s of
+#      start-up, +~50 MB, but only on a machine with the build machine's CPU model; see Dockerfile),
+#      BUILD_LOG (default /tmp/seg_docker_build.log).
+set -euo pipefail
+
+log() { echo "build_image: $*" >&2; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+IMAGE="${IMAGE:-seg:latest}"
+BUILD_LOG="${BUILD_LOG:-/tmp/seg_docker_build.log}"
+WHEELHOUSE="docker/wheelhouse"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+
+for f in predict.py requirements.txt docker/Dockerfile docker/predict.sh; do
+    [ -f "$f" ] || { log "missing $f"; exit 1; }
+done
+if ! ls models/ir/*.xml >/dev/null 2>&1; then
+    if [ "${SEG_ALLOW_NO_IR:-0}" = "1" ]; then
+        log "WARNING: models/ir/ has no exported IR; the image will not be able to segment."
+    else
+        log "models/ir/ has no exported IR: run './build.sh export' first (or SEG_ALLOW_NO_IR=1)."
+        exit 1
+    fi
+fi
+
+# 1. daemon, 2. base image
+bash docker/ensure_dockerd.sh
+BASE="$(bash docker/make_base_image.sh)"
+log "base image: $BASE"
+
+# 3. wheelhouse: binary wheels for the image's platform (glibc 2.36 in bookworm; pip >= 23 does not
+# expand manylinux_2_36 to older tags by itself, so every tag is listed).
+platforms=()
+for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
+stamp="$( (cat requirements.txt; echo "${platforms[*]}") | sha256sum | cut -d' ' -f1)"
+if [ -f "$WHEELHOUSE/.stamp" ] && [ "$(cat "$WHEELHOUSE/.stamp")" = "$stamp" ] \
+    && ls "$WHEELHOUSE"/pip-*.whl >/dev/null 2>&1; then
+    log "wheelhouse $WHEELHOUSE is up to date (no download)"
+else
+    log "downloading runtime wheels into $WHEELHOUSE ($PYTHON -m pip download)..."
+    tmp="$(mktemp -d "$ROOT/docker/.wheelhouse.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    # pip itself (run from its wheel inside the build) comes along; it never reaches the image.
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --python-version 3.11 --implementation cp "${platforms[@]}" \
+        -r requirements.txt pip -d "$tmp"
+    cp requirements.txt "$tmp/requirements.txt"
+    echo '*' >"$tmp/.gitignore"   # never commit the wheelhouse
+    echo "$stamp" >"$tmp/.stamp"
+    rm -rf "$WHEELHOUSE"
+    mv "$tmp" "$WHEELHOUSE"
+    trap - EXIT
+fi
+
+# 4. the image (no network inside the build)
+log "building $IMAGE FROM $BASE..."
+start=$(date +%s)
+cache_arg=()
+if [ "${SEG_BAKE_OV_CACHE:-0}" = "1" ]; then
+    cache_arg=(--build-arg OV_CACHE_DIR=/workspace/.ov_cache)
+    log "baking OpenVINO's compiled-model cache (valid on this CPU model only)"
+fi
+# The two build stages are tagged (<image>-build:deps, <image>-build:app) so that they stay as the
+# build cache while older, now dangling images are pruned: vfs keeps a full copy of every layer.
+stage_repo="${IMAGE%%:*}-build"
+: >"$BUILD_LOG"
+for target in deps app final; do
+    tag=("-t" "$stage_repo:$target")
+    [ "$target" = final ] && tag=("-t" "$IMAGE")
+    docker build --network none --build-arg "BASE_IMAGE=$BASE" "${cache_arg[@]}" \
+        --target "$target" "${tag[@]}" -f docker/Dockerfile . >>"$BUILD_LOG" 2>&1 || {
+        log "docker build (stage $target) failed; last lines of $BUILD_LOG:"
+        tail -n 30 "$BUILD_LOG" >&2
+        exit 1
+    }
+done
+docker image prune -f >/dev/null
+size="$(docker image inspect -f '{{.Size}}' "$IMAGE")"
+log "built $IMAGE in $(( $(date +%s) - start ))s: $((size / 1000000)) MB uncompressed (base $BASE)"
