@@ -102,6 +102,7 @@ if "Slow" in case.name:
     time.sleep(300)
 if "Mem" in case.name:
     ballast = b"x" * (150 << 20)  # touched memory: the peak must show it
+    time.sleep(3)  # where only `docker stats` samples (about 1/s) are available, let one see it
 if "NoOut" not in case.name:
     (out / case.name).write_bytes(case.read_bytes())
 """
