@@ -31,8 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
     parser.add_argument("--config", type=Path, default=None, help="routing table TOML (default: router/routes.toml)")
     parser.add_argument("--models", type=Path, default=None, help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32; bf16 (FP32 model computed in bf16); int8 (quantised encoder)")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="auto (default): int8 where its encoder was built, else fp32; fp32; "
+                             "bf16 (FP32 model computed in bf16); int8 (quantised encoder, FP32 decoder)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         seconds = time.perf_counter() - start
         timings.append((path.stem, seconds))
-        log.info("%s  %s  %dD  boxes=%d  route=%s  %.2fs",
-                 case.name, case.modality, case.dim, len(case.boxes), route.describe(), seconds)
+        log.info("%s  %s  %dD  boxes=%d  route=%s  %s  %.2fs", case.name, case.modality, case.dim, len(case.boxes),
+                 route.describe(), pool.resolve_precision(route.model), seconds)
         write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + "".join(f"{n},{s:.4f}\n" for n, s in timings))
 
     log.info("done: %d case(s) written, %d failed", len(timings), failed)
