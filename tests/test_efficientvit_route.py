@@ -14,16 +14,21 @@ from models.transforms import IMAGENET_MEAN, IMAGENET_STD, postprocess_masks, pr
 from tests.conftest import write_case
 
 
+def link_litemedsam_ir(ir_dir, out) -> None:
+    """Make `out` hold the FP32 LiteMedSAM IR (symlinks): the fallback model every run needs."""
+    spec = get_spec("litemedsam")
+    for name in (spec.encoder_file, spec.decoder_file):
+        for suffix in (".xml", ".bin"):
+            os.symlink(ir_dir / name.replace(".xml", suffix), out / name.replace(".xml", suffix))
+
+
 @pytest.fixture(scope="module")
 def evit_ir_dir(tmp_path_factory, ir_dir):
     from models.export.efficientvit_sam import export_efficientvit_sam
 
     out = tmp_path_factory.mktemp("ir")
     export_efficientvit_sam("l0", None, out)
-    spec = get_spec("litemedsam")
-    for name in (spec.encoder_file, spec.decoder_file):
-        for suffix in (".xml", ".bin"):
-            os.symlink(ir_dir / name.replace(".xml", suffix), out / name.replace(".xml", suffix))
+    link_litemedsam_ir(ir_dir, out)
     return out
 
 
@@ -53,10 +58,7 @@ def test_fallback_is_loud_when_not_built(ir_dir, nuclei, tmp_path, capsys):
     write_case(tmp_path / "in" / "2DBox_X-Ray_b.npz", imgs=image[:64, :64], boxes=np.array([[5, 5, 40, 40]]))
     only_lite = tmp_path / "ir"
     only_lite.mkdir()
-    spec = get_spec("litemedsam")
-    for name in (spec.encoder_file, spec.decoder_file):
-        for suffix in (".xml", ".bin"):
-            os.symlink(ir_dir / name.replace(".xml", suffix), only_lite / name.replace(".xml", suffix))
+    link_litemedsam_ir(ir_dir, only_lite)
     assert predict.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--models", str(only_lite),
                          "--no-progress"]) == 0
     err = capsys.readouterr().err
