@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             case = read_case(path)
             route = table.route(case.dim, case.modality, pool.available)
-            if "fell back" in route.note and route.note not in fallbacks_said:
-                fallbacks_said.add(route.note)
+            if route.fallback_from and route.fallback_from not in fallbacks_said:
+                fallbacks_said.add(route.fallback_from)
                 log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
             steps = slice_steps(case, route) if case.dim == 3 else 0
             with tqdm(total=steps, desc=case.name, unit="slice", leave=False, disable=args.no_progress or not steps) as bar:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from router.routing import Route
 from router.strategies.image2d import segment_image2d
 from router.strategies.propagate3d import propagation_steps, segment_propagate3d
 from router.strategies.triplanar import VIEW_AXES, segment_triplanar, view_boxes
-
-log = logging.getLogger("seg")
 
 
 class ModelPool:

@@ -17,12 +17,14 @@ STRATEGIES_3D = ("propagate", "triplanar_vote")
 @dataclass(frozen=True)
 class Route:
     """What runs one case: model name, strategy name ("image2d", "propagate", "triplanar_vote"),
-    the strategy's parameters, and a note when the route differs from the table (fallback, unknown)."""
+    the strategy's parameters, a note when the route differs from the table (fallback, unknown), and
+    the table's model when it was not built and LiteMedSAM runs instead."""
 
     model: str
     strategy: str
     params: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    fallback_from: str = ""
 
     def describe(self) -> str:
         text = f"{self.model}/{self.strategy}"
@@ -59,12 +61,14 @@ class RoutingTable:
             if modality.startswith(UNKNOWN_PREFIX):
                 notes.append(f"unknown modality '{modality[len(UNKNOWN_PREFIX):]}', default route")
         merged = {**self.default, **entry}
-        model = merged.get("model", FALLBACK_MODEL)
+        model = fallback_from = merged.get("model", FALLBACK_MODEL)
         if available is not None and model not in available:
             notes.append(f"{model} not built, fell back to {FALLBACK_MODEL}")
             model = FALLBACK_MODEL
+        else:
+            fallback_from = ""
         if dim == 2:
-            return Route(model, "image2d", {}, "; ".join(notes))
+            return Route(model, "image2d", {}, "; ".join(notes), fallback_from)
         strategy = merged.get("strategy_3d", "propagate")
         params = dict(entry.get(strategy, {}))
-        return Route(model, strategy, params, "; ".join(notes))
+        return Route(model, strategy, params, "; ".join(notes), fallback_from)

@@ -64,6 +64,8 @@ def test_fallback_and_unknown_are_said():
     route = table.route(2, "Microscopy", {"litemedsam"})
     assert route.model == "litemedsam"
     assert "efficientvit_sam_l0 not built" in route.note and "fell back" in route.describe()
+    assert route.fallback_from == "efficientvit_sam_l0"
+    assert table.route(2, "Microscopy", {"litemedsam", "efficientvit_sam_l0"}).fallback_from == ""
     unknown = table.route(3, "Unknown:Sonar", {"litemedsam"})
     assert unknown.model == "litemedsam" and unknown.strategy == "propagate"
     assert "unknown modality 'Sonar'" in unknown.note
