@@ -55,10 +55,10 @@ def blob_volume(shape=(24, 96, 96), centre=(12, 45, 50), radii=(6, 18, 14), seed
 
 
 def tight_box3d(mask: np.ndarray) -> np.ndarray:
-    """(D, H, W) bool -> [x0, y0, z0, x1, y1, z1] inclusive."""
-    where = np.argwhere(mask)
-    low, high = where.min(axis=0), where.max(axis=0)
-    return np.concatenate([low[::-1], high[::-1]])
+    """(D, H, W) bool -> [x0, y0, z0, x1, y1, z1] inclusive (the demo cases' own box maker)."""
+    from evaluation.demo_cases import boxes_from_labels
+
+    return boxes_from_labels(mask.astype(np.uint8))[0]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
