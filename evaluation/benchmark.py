@@ -138,12 +138,44 @@ def encoder_gflop() -> float:
     return counter.get_total_flops() / 1e9
 
 
+ROOF_MATMUL = 4096  # M = K = N of the roof measurement: big enough to be compute-bound, 137 GFLOP
+
+
+def matmul_roof(threads: int | None, repeats: int = 5) -> dict[str, float]:
+    """Measured GFLOP/s of one (4096 x 4096) @ (4096 x 4096) OpenVINO MatMul, per float precision.
+
+    The practical compute roof for our encoder's kernels on this CPU (the theoretical peaks assume
+    every unit busy every cycle). bf16 only where the CPU computes it natively.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from models.predictor import compile_config, cpu_has_bf16
+
+    n = ROOF_MATMUL
+    rng = np.random.default_rng(0)
+    left = ops.parameter([n, n], np.float32)
+    model = ov.Model([ops.matmul(left, ops.constant(rng.random((n, n), np.float32)), False, False)], [left])
+    data = rng.random((n, n), np.float32)
+    rates = {}
+    for precision in ("fp32", "bf16") if cpu_has_bf16() else ("fp32",):
+        request = ov.Core().compile_model(model, "CPU", compile_config(threads, precision)).create_infer_request()
+        request.infer({0: data})
+        began = time.perf_counter()
+        for _ in range(repeats):
+            request.infer({0: data})
+        rates[precision] = 2 * n**3 * repeats / (time.perf_counter() - began) / 1e9
+    return rates
+
+
 def child_main(args: argparse.Namespace) -> int:
-    """`--child METHOD CASE` (or `--child flops -`): print exactly one JSON line on stdout."""
+    """`--child METHOD CASE` (or `--child flops -`, `--child roof -`): print exactly one JSON line on stdout."""
     method, case = args.child
     try:
         if method == "flops":
             result: dict[str, Any] = {"gflop": encoder_gflop()}
+        elif method == "roof":
+            result = {"roof": matmul_roof(args.threads)}
         else:
             result = run_child(method, Path(case), args.gt, args.threads, args.models)
     except Exception as error:  # the parent shows the reason in the table's notes
@@ -379,8 +411,9 @@ def peak_rates(flags: set[str], fma_units: int) -> dict[str, tuple[float, str]]:
 
 
 def format_compute(rows: Sequence[dict[str, Any]], methods: Sequence[str], gflop: float | None,
-                   threads: int | None, fma_units: int) -> str:
-    """Measured encoder GFLOP/s per method against the CPU's theoretical peaks."""
+                   threads: int | None, fma_units: int, roof: dict[str, float] | None = None) -> str:
+    """Measured encoder GFLOP/s per method against the CPU's theoretical peaks and a measured MatMul roof."""
+    roof = roof or {}
     facts = cpu_facts()
     used = min(threads or facts["cores"], facts["cores"])
     lines = ["Encoder compute (LiteMedSAM image encoder, (1,3,256,256)):"]
@@ -398,6 +431,9 @@ def format_compute(rows: Sequence[dict[str, Any]], methods: Sequence[str], gflop
         unit = "GOP/s" if precision == "int8" else "GFLOP/s"
         lines.append(f"  {precision} peak = {used} x {mhz or 0:.0f} MHz x {per_cycle:.0f}/cycle = {peaks[precision]:.0f} {unit}"
                      f"   [{assumption}]")
+    for precision, rate in roof.items():
+        share = f" = {100 * rate / peaks[precision]:.0f}% of that peak" if peaks.get(precision) else ""
+        lines.append(f"  {precision} measured roof: {rate:.0f} GFLOP/s on one {ROOF_MATMUL}^3 OpenVINO MatMul{share}")
     lines.append("  measured (encoder ms per call includes resizing/normalising, so it understates the kernels):")
     for method in methods:
         mine = [r for r in rows if r["method"] == method and not r.get("error") and r.get("model") == FALLBACK_MODEL
@@ -410,6 +446,8 @@ def format_compute(rows: Sequence[dict[str, Any]], methods: Sequence[str], gflop
         rate = gflop / (ms / 1000)
         precision = method if method in peaks else "fp32"
         share = f"{100 * rate / peaks[precision]:.1f}% of the {precision} peak" if peaks.get(precision) else "peak unknown"
+        if precision in roof:
+            share += f", {100 * rate / roof[precision]:.0f}% of the measured roof"
         lines.append(f"    {method:<6} {ms:7.1f} ms/call over {calls} calls -> {rate:6.1f} GFLOP/s = {share}")
     return "\n".join(lines)
 
@@ -491,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gflop = flops.get("gflop")
         if gflop is None:
             print(f"note: encoder FLOP count failed: {flops.get('error')}")
+        roof = run_method("roof", Path("-"), None, args.threads, models).get("roof")
 
         rows: list[dict[str, Any]] = []
         started = time.perf_counter()
@@ -522,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_summaries([r for r in rows if r["group"] != "big"], methods))
     print()
-    print(format_compute(rows, methods, gflop, args.threads, args.fma_units))
+    print(format_compute(rows, methods, gflop, args.threads, args.fma_units, roof))
     big = [r for r in rows if r["group"] == "big" and not r.get("error")]
     if big:
         print(f"\nBig volume (100x512x512, 6 boxes; target < {BIG_VOLUME_RSS_TARGET_MIB} MiB peak RSS):")

@@ -5,6 +5,7 @@ The predictor knows nothing about strategies; strategies know nothing about whic
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -19,6 +20,21 @@ from models.registry import PRECISIONS, ModelSpec, model_dir
 from models.transforms import postprocess_masks, preprocess, scale_boxes
 
 DEFAULT_CACHE_BYTES = 1 << 30
+# How ov.save_model writes OpenVINO's "keep this op in f32" mark (models/export/ir_precision.py).
+PRECISE_ATTRIBUTE = "DisablePrecisionConversion"
+
+log = logging.getLogger("seg")
+
+
+def cpu_has_bf16(core: ov.Core | None = None) -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX); else it would emulate."""
+    return "BF16" in (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def has_precise_stem(model: ov.Model) -> bool:
+    """Whether an encoder IR marks its input layers to stay f32 under a bf16 hint (the export marks the
+    input Parameter too, so looking there suffices)."""
+    return any(key.startswith(PRECISE_ATTRIBUTE) for op in model.get_parameters() for key in op.get_rt_info())
 
 
 @dataclass(frozen=True)
@@ -63,10 +79,12 @@ class EmbeddingCache:
 
 
 def compile_config(threads: int | None, precision: str) -> dict[str, str]:
-    """OpenVINO CPU properties for a low-latency single request.
+    """OpenVINO CPU properties for a low-latency single request (encoder and decoder alike).
 
     The inference precision is always explicit: on CPUs with AMX/AVX-512 BF16 OpenVINO would otherwise
-    run "FP32" models in bf16 silently.
+    run "FP32" models in bf16 silently. "bf16" computes both networks in bf16 except the encoder's input
+    layers, which the export marks to stay f32; "int8" runs the INT8 encoder IR with its float parts
+    and the decoder in f32.
     """
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
     if threads:
@@ -106,6 +124,10 @@ class SamPredictor:
         encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
         if not (directory / encoder_file).is_file():
             raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")
+        if precision == "bf16" and not has_precise_stem(core.read_model(directory / encoder_file)):
+            log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
+                        "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
+        # compiled from the path, not a read model: the optional compiled-model cache keys on it
         self._encoder = core.compile_model(directory / encoder_file, "CPU", config).create_infer_request()
         self._decoder = core.compile_model(directory / spec.decoder_file, "CPU", config).create_infer_request()
         self.cache = EmbeddingCache(cache_bytes)

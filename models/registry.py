@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 Normalisation = Literal["minmax", "imagenet"]
-# fp32: FP32 IR computed in f32; bf16: FP32 IR computed in bf16 where the CPU has it; int8: INT8 encoder
-# IR (the decoder stays FP32, computed in f32).
+# fp32: FP32 IR computed in f32; bf16: FP32 IR computed in bf16 where the CPU has it, except the encoder's
+# input layers (marked f32 at export); int8: INT8 encoder IR (the decoder stays FP32, computed in f32).
 PRECISIONS = ("fp32", "bf16", "int8")
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "ir"

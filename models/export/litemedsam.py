@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from models.export.ir_precision import mark_input_layers_precise
 from models.export.sam_decoder import BoxDecoder, export_box_decoder
 from models.registry import get_spec
 
@@ -45,6 +46,7 @@ def export_litemedsam(out_dir: Path, model: torch.nn.Module | None = None) -> tu
         )
     encoder.inputs[0].get_tensor().set_names({"image"})
     encoder.outputs[0].get_tensor().set_names({"image_embeddings"})
+    mark_input_layers_precise(encoder)
     ov.save_model(encoder, str(encoder_xml), compress_to_fp16=False)
     export_box_decoder(BoxDecoder(model.prompt_encoder, model.mask_decoder), SPEC.embedding_shape, decoder_xml)
     return encoder_xml, decoder_xml

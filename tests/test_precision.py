@@ -1,0 +1,113 @@
+"""Inference precision: the exported encoder keeps its input layers in f32 under bf16, and "auto" picks
+bf16 only where the CPU computes it natively (else INT8, else FP32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.predictor import PRECISE_ATTRIBUTE, compile_config, cpu_has_bf16, has_precise_stem
+from models.registry import get_spec
+from models.transforms import preprocess
+from router import pipeline
+
+ov = pytest.importorskip("openvino")
+
+SPEC = get_spec("litemedsam")
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16/AMX)")
+
+
+def _marked_ops(model) -> list:
+    return [op for op in model.get_ordered_ops() if any(k.startswith(PRECISE_ATTRIBUTE) for k in op.get_rt_info())]
+
+
+def _strip_marks(model) -> None:
+    for op in _marked_ops(model):
+        info = op.get_rt_info()
+        for key in [k for k in info.keys() if k.startswith(PRECISE_ATTRIBUTE)]:
+            del info[key]
+
+
+def _exec_info(node, key: str) -> str:
+    return node.get_rt_info()[key].astype(str)
+
+
+def _runtime_precision(compiled, original_name: str) -> str:
+    """runtimePrecision of the executed node that the original op `original_name` was fused into."""
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        if original_name in _exec_info(node, "originalLayersNames").split(","):
+            return _exec_info(node, "runtimePrecision")
+    raise AssertionError(f"{original_name} is not in the executed graph")
+
+
+def _low_contrast_image(seed: int = 0) -> np.ndarray:
+    """A mammogram-like (384, 256) uint8 image: dark background, bright tissue with faint structure."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:384, :256]
+    tissue = (xx - 40) ** 2 / 220**2 + (yy - 192) ** 2 / 180**2 < 1
+    texture = np.cumsum(np.cumsum(rng.normal(0, 1, (384, 256)), 0), 1)
+    texture = (texture - texture.min()) / np.ptp(texture)
+    image = np.where(tissue, 205 + 45 * texture + 6 * np.exp(-((xx - 90) ** 2 + (yy - 200) ** 2) / 300), 8)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def test_export_marks_only_the_encoder_input_layers(ir_dir: Path) -> None:
+    model = ov.Core().read_model(ir_dir / SPEC.encoder_file)
+    assert has_precise_stem(model)
+    marked = _marked_ops(model)
+    first_conv = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    assert {op.get_type_name() for op in marked} == {"Parameter", "Convolution"}
+    assert [op.get_friendly_name() for op in marked if op.get_type_name() == "Convolution"] == [first_conv.get_friendly_name()]
+
+
+@needs_bf16
+def test_bf16_runs_the_stem_in_f32_and_the_rest_in_bf16(ir_dir: Path) -> None:
+    core = ov.Core()
+    model = core.read_model(ir_dir / SPEC.encoder_file)
+    stem = next(op.get_friendly_name() for op in _marked_ops(model) if op.get_type_name() == "Convolution")
+    compiled = core.compile_model(model, "CPU", compile_config(None, "bf16"))
+    assert _runtime_precision(compiled, stem) == "f32"
+    precisions = [_exec_info(n, "runtimePrecision") for n in compiled.get_runtime_model().get_ordered_ops()
+                  if _exec_info(n, "layerType") in ("Convolution", "FullyConnected")]
+    assert precisions.count("bf16") > 20  # everything else does run in bf16
+
+    _strip_marks(model)
+    unmarked = core.compile_model(model, "CPU", compile_config(None, "bf16"))
+    assert _runtime_precision(unmarked, stem) == "bf16"  # the mark, not some default, kept it in f32
+
+
+@needs_bf16
+def test_f32_stem_brings_bf16_closer_to_f32_on_a_low_contrast_image(ir_dir: Path) -> None:
+    core = ov.Core()
+    tensor, _ = preprocess(_low_contrast_image(), SPEC)
+
+    def embed(model, precision: str) -> np.ndarray:
+        request = core.compile_model(model, "CPU", compile_config(None, precision)).create_infer_request()
+        request.infer({0: tensor})
+        return request.get_output_tensor(0).data.copy()
+
+    path = ir_dir / SPEC.encoder_file
+    reference = embed(path, "fp32")
+    with_stem = embed(path, "bf16")
+    model = core.read_model(path)
+    _strip_marks(model)
+    all_bf16 = embed(model, "bf16")
+    error_with_stem = np.linalg.norm(with_stem - reference) / np.linalg.norm(reference)
+    error_all_bf16 = np.linalg.norm(all_bf16 - reference) / np.linalg.norm(reference)
+    print(f"relative embedding error vs f32: bf16 with f32 stem {error_with_stem:.4f}, all bf16 {error_all_bf16:.4f}")
+    assert error_with_stem < 0.8 * error_all_bf16, (error_with_stem, error_all_bf16)
+
+
+@pytest.mark.parametrize(
+    ("bf16", "int8_built", "expected"), [(True, True, "bf16"), (False, True, "int8"), (False, False, "fp32")]
+)
+def test_auto_precision(tmp_path: Path, ir_dir: Path, monkeypatch, bf16: bool, int8_built: bool, expected: str) -> None:
+    files = [SPEC.encoder_file, SPEC.decoder_file] + ([SPEC.encoder_int8_file] if int8_built else [])
+    for name in files:
+        for suffix in (".xml", ".bin"):
+            (tmp_path / name).with_suffix(suffix).symlink_to((ir_dir / name).with_suffix(suffix))
+    monkeypatch.setattr(pipeline, "cpu_has_bf16", lambda: bf16)
+    assert pipeline.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
+    assert pipeline.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
