@@ -140,7 +140,8 @@ class SamPredictor:
         """(H, W, 3) or grey (H, W) uint8 -> Embedding (always runs the encoder)."""
         start = time.perf_counter()
         tensor, _ = preprocess(image, self.spec)
-        self._encoder.infer({0: tensor})
+        # share_inputs: OpenVINO reads the numpy buffers in place instead of copying them per call
+        self._encoder.infer({0: tensor}, share_inputs=True)
         features = self._encoder.get_output_tensor(0).data.copy()
         self.encoder_calls += 1
         self.encoder_seconds += time.perf_counter() - start
@@ -164,7 +165,7 @@ class SamPredictor:
         prompt_boxes = scale_boxes(np.asarray(boxes).reshape(-1, 4), original_hw, self.spec)
         for start in range(0, len(boxes), self.decode_batch):
             batch = prompt_boxes[start : start + self.decode_batch]
-            self._decoder.infer({0: self._embedding.features, 1: batch})
+            self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(batch)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
             masks[start : start + len(batch)] = postprocess_masks(logits, original_hw, self.spec)
         return masks

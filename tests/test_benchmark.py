@@ -55,3 +55,15 @@ def test_table_printer_handles_missing_and_failed_methods():
     assert "2.0" in lines[3].split("|")[2]  # speed-up 4 s / 2 s
     summaries = benchmark.format_summaries(rows, methods)
     assert "2D: mean 2.0x" in summaries and "3D: -" in summaries
+
+
+def test_roof_child_and_compute_section():
+    done = subprocess.run([sys.executable, "-m", "evaluation.benchmark", "--child", "roof", "-", "--threads", "2"],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    roof = json.loads(done.stdout.strip().splitlines()[-1])["roof"]
+    assert roof["fp32"] > 1.0 and all(rate > 0 for rate in roof.values())
+    rows = [{"case": "2DBox_US_a", "method": "fp32", "model": "litemedsam", "encoder_calls": 2, "encoder_seconds": 1.0}]
+    text = benchmark.format_compute(rows, ["fp32"], 75.0, 2, 2, {"fp32": 300.0})
+    # 75 GFLOP in 0.5 s = 150 GFLOP/s = half of the 300 GFLOP/s roof
+    assert "fp32 measured roof: 300 GFLOP/s" in text and "150.0 GFLOP/s" in text and "50% of the measured roof" in text
