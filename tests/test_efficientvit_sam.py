@@ -18,6 +18,7 @@ from models.export.efficientvit_sam import (
     load_efficientvit_sam,
 )
 from models.export.weights import WeightsMismatchError, find_weights, load_manifest
+from models.predictor import has_precise_stem
 
 ov = pytest.importorskip("openvino")
 
@@ -183,6 +184,7 @@ def exported(l0: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> t
     assert encoder_xml.name == "efficientvit_sam_l0_encoder.xml" and encoder_xml.with_suffix(".bin").is_file()
     assert decoder_xml.name == "efficientvit_sam_l0_decoder.xml" and decoder_xml.with_suffix(".bin").is_file()
     core = ov.Core()
+    assert has_precise_stem(core.read_model(encoder_xml))  # its input layers stay f32 under --precision bf16
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     return core.compile_model(str(encoder_xml), "CPU", config), core.compile_model(str(decoder_xml), "CPU", config)
 
