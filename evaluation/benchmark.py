@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from models.hardware import cpu_flags
 from models.registry import FALLBACK_MODEL, MODELS, get_spec, is_available, model_dir
 from router.modality import CaseNameError, parse_case_name
 from router.routing import RoutingTable
@@ -150,7 +151,8 @@ def matmul_roof(threads: int | None, repeats: int = 5) -> dict[str, float]:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from models.predictor import compile_config, cpu_has_bf16
+    from models.hardware import cpu_has_bf16
+    from models.predictor import compile_config
 
     n = ROOF_MATMUL
     rng = np.random.default_rng(0)
@@ -378,8 +380,7 @@ def cpu_facts() -> dict[str, Any]:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         cpuinfo = ""
-    flags = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
-    facts["flags"] = set(flags.group(1).split()) if flags else set(fields.get("Flags", "").split())
+    facts["flags"] = set(cpu_flags()) or set(fields.get("Flags", "").split())
     if facts["mhz"] is None:
         mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.MULTILINE)]
         if mhz:

@@ -26,11 +26,6 @@ PRECISE_ATTRIBUTE = "DisablePrecisionConversion"
 log = logging.getLogger("seg")
 
 
-def cpu_has_bf16(core: ov.Core | None = None) -> bool:
-    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX); else it would emulate."""
-    return "BF16" in (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 def has_precise_stem(model: ov.Model) -> bool:
     """Whether an encoder IR marks its input layers to stay f32 under a bf16 hint (the export marks the
     input Parameter too, so looking there suffices)."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor, cpu_has_bf16
+from models.hardware import choose_precision, cpu_flags, cpu_has_bf16
+from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
 from models.registry import MODELS, get_spec, is_available, model_dir
 from router.casefile import Case
 from router.routing import Route
@@ -22,11 +23,13 @@ log = logging.getLogger("seg")
 class ModelPool:
     """Predictors by model name, compiled lazily: a run pays only for the models its cases need.
 
-    precision "auto" picks by measurement on the dev cases (2 cores, LiteMedSAM encoder per slice):
-      * bf16 where the CPU computes it natively (AVX-512 BF16/AMX): 155-165 ms, mean DSC equal to FP32,
-        every case within 0.011 (the encoder's input layers stay f32: all-bf16 lost 0.07 on mammography);
-      * else the INT8 encoder where ./build.sh export made one (200-230 ms; mean DSC +0.006 vs FP32);
-      * else FP32 (370-400 ms).
+    precision "auto": models.hardware.choose_precision, by measurement (2 cores, LiteMedSAM encoder):
+      * bf16 where the CPU computes it natively (AVX-512 BF16/AMX): 155-165 ms per slice against 390 for
+        FP32, dev mean DSC equal to FP32 and every case within 0.011 (the encoder's input layers stay
+        f32: all-bf16 lost 0.07 on mammography);
+      * else the INT8 encoder where ./build.sh export made one and the CPU has an int8 dot product
+        (VNNI) or AVX-512 (dev mean DSC +0.006 vs FP32);
+      * else FP32 (on AVX2 without VNNI the INT8 encoder is slower than FP32).
     """
 
     def __init__(
@@ -39,16 +42,12 @@ class ModelPool:
         self.cache_bytes = cache_bytes
         self.available = {name for name in MODELS if is_available(name, self.directory)}
         self._predictors: dict[str, SamPredictor] = {}
-        self._bf16: bool | None = None  # native bf16 on this CPU, asked once
 
     def resolve_precision(self, name: str) -> str:
         if self.precision != "auto":
             return self.precision
-        if self._bf16 is None:
-            self._bf16 = cpu_has_bf16()
-        if self._bf16:
-            return "bf16"
-        return "int8" if (self.directory / get_spec(name).encoder_int8_file).is_file() else "fp32"
+        int8_built = (self.directory / get_spec(name).encoder_int8_file).is_file()
+        return choose_precision(cpu_has_bf16(), cpu_flags(), int8_built)
 
     def get(self, name: str) -> SamPredictor:
         if name not in self._predictors:

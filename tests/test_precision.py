@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.predictor import PRECISE_ATTRIBUTE, compile_config, cpu_has_bf16, has_precise_stem
+from models.hardware import choose_precision, cpu_flags, cpu_has_bf16
+from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
 from models.transforms import preprocess
 from router import pipeline
@@ -101,13 +102,38 @@ def test_f32_stem_brings_bf16_closer_to_f32_on_a_low_contrast_image(ir_dir: Path
 
 
 @pytest.mark.parametrize(
+    ("bf16", "flags", "int8_built", "expected"),
+    [
+        (True, {"avx512f", "amx_int8"}, True, "bf16"),
+        (False, {"avx2", "avx_vnni"}, True, "int8"),
+        (False, {"avx512f", "avx512bw"}, True, "int8"),
+        (False, {"avx2", "fma"}, True, "fp32"),  # no int8 dot product: INT8 measured slower than FP32
+        (False, {"avx512_vnni"}, False, "fp32"),  # no INT8 encoder built
+        (False, set(), True, "fp32"),  # flags unknown
+    ],
+)
+def test_choose_precision(bf16: bool, flags: set[str], int8_built: bool, expected: str) -> None:
+    assert choose_precision(bf16, frozenset(flags), int8_built) == expected
+
+
+def test_cpu_flags_reads_proc_cpuinfo_format(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx_vnni\nbugs\t\t: spectre_v1\n\nprocessor\t: 1\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx_vnni"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+@pytest.mark.parametrize(
     ("bf16", "int8_built", "expected"), [(True, True, "bf16"), (False, True, "int8"), (False, False, "fp32")]
 )
-def test_auto_precision(tmp_path: Path, ir_dir: Path, monkeypatch, bf16: bool, int8_built: bool, expected: str) -> None:
+def test_model_pool_auto_precision(
+    tmp_path: Path, ir_dir: Path, monkeypatch, bf16: bool, int8_built: bool, expected: str
+) -> None:
     files = [SPEC.encoder_file, SPEC.decoder_file] + ([SPEC.encoder_int8_file] if int8_built else [])
     for name in files:
         for suffix in (".xml", ".bin"):
             (tmp_path / name).with_suffix(suffix).symlink_to((ir_dir / name).with_suffix(suffix))
     monkeypatch.setattr(pipeline, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(pipeline, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
     assert pipeline.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
     assert pipeline.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
