@@ -1,14 +1,16 @@
 """What this CPU computes fast, and the inference precision that follows from it (`--precision auto`).
 
-Measured on the LiteMedSAM encoder (ms per 256x256 slice, 2 cores; the non-AMX rows are this AMX
-machine with oneDNN limited by ONEDNN_MAX_CPU_ISA, so they show ratios, not any real laptop's speed):
+Measured on the LiteMedSAM encoder (ms per 256x256 slice, 2 cores). Only the first row is this AMX
+machine as it is; the others are the same machine with oneDNN limited by ONEDNN_MAX_CPU_ISA, so they
+show ratios, not the speed of any real CPU of that kind:
 
-    CPU instructions           fp32   int8   bf16
-    AMX / AVX-512 BF16          390    215    155   -> bf16 (dev DSC equal to fp32; input layers in f32)
-    AVX-512 with VNNI           386    213      -   -> int8
-    AVX-512 without VNNI        387    307      -   -> int8
-    AVX2 with AVX-VNNI          530    326      -   -> int8
-    AVX2 without VNNI           524    671      -   -> fp32 (no int8 dot product: INT8 is slower)
+    CPU instructions               fp32   int8   bf16
+    AMX (Sapphire Rapids and on)    390    215    155   -> bf16 (dev DSC equal to fp32; input layers in f32)
+    AVX-512 BF16 without AMX        373    219    493   -> int8 (bf16 brgemm without AMX: slower than f32)
+    AVX-512 with VNNI               386    213      -   -> int8
+    AVX-512 without VNNI            387    307      -   -> int8
+    AVX2 with AVX-VNNI              530    326      -   -> int8
+    AVX2 without VNNI               524    671      -   -> fp32 (no int8 dot product: INT8 is slower)
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ def cpu_has_bf16() -> bool:
 
 
 def choose_precision(native_bf16: bool, flags: frozenset[str], int8_built: bool) -> str:
-    """The fastest precision within the accuracy bound: bf16, else int8 where it pays, else fp32.
+    """The fastest precision within the accuracy bound, per the table above.
 
-    Unknown flags (no /proc/cpuinfo) choose fp32, which is never slower than the baseline expects.
+    native_bf16: OpenVINO's BF16 capability; flags: cpu_flags(); int8_built: the INT8 encoder exists.
+    Unknown flags (no /proc/cpuinfo) choose fp32 unless the BF16 capability vouches for VNNI, which
+    every CPU with AVX-512 BF16 has.
     """
-    if native_bf16:
+    if native_bf16 and "amx_bf16" in flags:
         return "bf16"
-    if int8_built and flags & INT8_FRIENDLY_FLAGS:
+    if int8_built and (native_bf16 or flags & INT8_FRIENDLY_FLAGS):
         return "int8"
     return "fp32"

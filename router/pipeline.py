@@ -24,7 +24,7 @@ class ModelPool:
     """Predictors by model name, compiled lazily: a run pays only for the models its cases need.
 
     precision "auto": models.hardware.choose_precision, by measurement (2 cores, LiteMedSAM encoder):
-      * bf16 where the CPU computes it natively (AVX-512 BF16/AMX): 155-165 ms per slice against 390 for
+      * bf16 on CPUs with AMX: 155-165 ms per slice against 390 for
         FP32, dev mean DSC equal to FP32 and every case within 0.011 (the encoder's input layers stay
         f32: all-bf16 lost 0.07 on mammography);
       * else the INT8 encoder where ./build.sh export made one and the CPU has an int8 dot product
@@ -46,6 +46,9 @@ class ModelPool:
     def resolve_precision(self, name: str) -> str:
         if self.precision != "auto":
             return self.precision
+        return self._auto_precision(name)
+
+    def _auto_precision(self, name: str) -> str:
         int8_built = (self.directory / get_spec(name).encoder_int8_file).is_file()
         return choose_precision(cpu_has_bf16(), cpu_flags(), int8_built)
 
@@ -54,9 +57,9 @@ class ModelPool:
             if name not in self.available:
                 raise FileNotFoundError(f"model '{name}' is not exported in {self.directory} (run ./build.sh export)")
             precision = self.resolve_precision(name)
-            if precision == "bf16" and not cpu_has_bf16():
-                log.warning("WARNING: this CPU has no native bf16 (AVX-512 BF16 or AMX): --precision bf16 will be slow; "
-                            "auto picks int8 or fp32 here")
+            if precision == "bf16" and self._auto_precision(name) != "bf16":
+                log.warning("WARNING: --precision bf16 on a CPU without AMX: measured slower than %s here "
+                            "(see models/hardware.py)", self._auto_precision(name))
             self._predictors[name] = SamPredictor(get_spec(name), self.directory, self.threads, precision, self.cache_bytes)
         return self._predictors[name]
 

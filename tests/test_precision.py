@@ -1,5 +1,5 @@
 """Inference precision: the exported encoder keeps its input layers in f32 under bf16, and "auto" picks
-bf16 only where the CPU computes it natively (else INT8, else FP32)."""
+bf16 only on AMX CPUs, INT8 where the CPU has an int8 dot product or AVX-512, else FP32."""
 
 from __future__ import annotations
 
@@ -104,7 +104,10 @@ def test_f32_stem_brings_bf16_closer_to_f32_on_a_low_contrast_image(ir_dir: Path
 @pytest.mark.parametrize(
     ("bf16", "flags", "int8_built", "expected"),
     [
-        (True, {"avx512f", "amx_int8"}, True, "bf16"),
+        (True, {"avx512f", "amx_bf16", "amx_int8"}, True, "bf16"),
+        (True, {"avx512_bf16", "avx512_vnni"}, True, "int8"),  # bf16 without AMX measured slower than int8
+        (True, set(), True, "int8"),  # flags unknown, but a bf16 CPU has VNNI
+        (True, {"avx512_bf16"}, False, "fp32"),
         (False, {"avx2", "avx_vnni"}, True, "int8"),
         (False, {"avx512f", "avx512bw"}, True, "int8"),
         (False, {"avx2", "fma"}, True, "fp32"),  # no int8 dot product: INT8 measured slower than FP32
@@ -134,6 +137,6 @@ def test_model_pool_auto_precision(
         for suffix in (".xml", ".bin"):
             (tmp_path / name).with_suffix(suffix).symlink_to((ir_dir / name).with_suffix(suffix))
     monkeypatch.setattr(pipeline, "cpu_has_bf16", lambda: bf16)
-    monkeypatch.setattr(pipeline, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    monkeypatch.setattr(pipeline, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
     assert pipeline.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
     assert pipeline.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
