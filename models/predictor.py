@@ -162,7 +162,7 @@ class SamPredictor:
             batch = prompt_boxes[start : start + self.decode_batch]
             self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(batch)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
-            masks[start : start + len(batch)] = postprocess_masks(logits, original_hw, self.spec)
+            postprocess_masks(logits, original_hw, self.spec, out=masks[start : start + len(batch)])
         return masks
 
     def reset(self) -> None:

@@ -1,0 +1,70 @@
+"""Mask post-processing: footprint-limited bilinear upsampling equals a full-frame resize, and
+painting keeps "later boxes win" while touching only the rows a mask covers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from models.transforms import bilinear_axis, upsample_positive
+from router.strategies.labels import paint_masks
+
+
+def _smooth_logits(count: int, height: int, width: int, seed: int) -> np.ndarray:
+    """(count, height, width) float32 blobs: mostly negative, a few positive regions, some all negative."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (height, width, count)).astype(np.float32)
+    logits = cv2.GaussianBlur(noise, (0, 0), 5).reshape(height, width, count).transpose(2, 0, 1) * 20 - 0.8
+    logits[0] = -1.0  # an empty mask
+    return np.ascontiguousarray(logits)
+
+
+def _full_frame(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    return np.stack([cv2.resize(low, (width, height), interpolation=cv2.INTER_LINEAR) for low in logits]) > 0
+
+
+@pytest.mark.parametrize(
+    ("low_hw", "out_hw"),
+    [((256, 256), (512, 512)), ((256, 171), (1500, 1000)), ((200, 256), (333, 427)), ((128, 256), (100, 200)),
+     ((64, 64), (64, 64))],
+)
+def test_upsample_positive_equals_a_full_frame_resize(low_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
+    logits = _smooth_logits(6, *low_hw, seed=sum(out_hw))
+    expected = _full_frame(logits, *out_hw)
+    got = upsample_positive(logits, *out_hw)
+    assert got.shape == expected.shape and got.dtype == bool
+    assert expected.any() and not got[0].any()
+    # float rounding may flip a pixel whose value is ~0; anything more is a wrong footprint
+    assert (got != expected).sum() <= 2
+
+
+def test_upsample_positive_fills_a_given_array() -> None:
+    logits = _smooth_logits(3, 64, 64, seed=1)
+    out = np.zeros((5, 300, 300), bool)
+    returned = upsample_positive(logits, 300, 300, out=out[1:4])
+    assert np.shares_memory(returned, out)
+    assert not out[0].any() and not out[4].any() and out[1:4].any()
+
+
+def test_bilinear_axis_rows_are_convex_combinations() -> None:
+    axis = bilinear_axis(7, 19)
+    assert np.allclose(axis.weights.sum(1), 1) and (axis.weights >= 0).all()
+    assert ((axis.weights > 0).sum(1) <= 2).all()
+    start, stop = axis.support(3, 3)
+    readers = np.flatnonzero(axis.weights[:, 3] > 0)
+    assert readers.min() >= start and readers.max() < stop
+
+
+def test_paint_masks_later_boxes_win_in_any_order() -> None:
+    masks = np.zeros((3, 40, 50), bool)
+    masks[0, 5:30, 5:30] = True
+    masks[1, 20:35, 20:45] = True
+    masks[2, 0:2, 0:50] = True
+    in_order = np.zeros((40, 50), np.uint8)
+    paint_masks(in_order, masks, np.array([1, 2, 3]))
+    reversed_order = np.zeros((40, 50), np.uint8)
+    paint_masks(reversed_order, masks[::-1], np.array([3, 2, 1]))
+    assert np.array_equal(in_order, reversed_order)
+    assert in_order[25, 25] == 2 and in_order[10, 10] == 1 and in_order[1, 10] == 3 and in_order[38, 2] == 0
+    assert np.count_nonzero(in_order == 2) == masks[1].sum()
