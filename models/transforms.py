@@ -134,6 +134,8 @@ def upsample_positive(logits: np.ndarray, height: int, width: int, out: np.ndarr
         hit_rows, hit_cols = np.flatnonzero(positive.any(1)), np.flatnonzero(positive.any(0))
         y0, y1 = rows.support(hit_rows[0], hit_rows[-1])
         x0, x1 = cols.support(hit_cols[0], hit_cols[-1])
+        if y1 <= y0 or x1 <= x0:  # when shrinking, no output may read those inputs
+            continue
         # Only the low-resolution rows/columns those outputs read take part in the products.
         r0, r1 = rows.first[y0], rows.last[y1 - 1] + 1
         c0, c1 = cols.first[x0], cols.last[x1 - 1] + 1

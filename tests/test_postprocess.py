@@ -47,6 +47,15 @@ def test_upsample_positive_fills_a_given_array() -> None:
     assert not out[0].any() and not out[4].any() and out[1:4].any()
 
 
+def test_upsample_positive_when_shrinking_skips_unread_inputs() -> None:
+    logits = np.full((2, 8, 8), -1.0, np.float32)
+    logits[0, 3:5, 3:5] = 5.0  # 8 -> 2 reads inputs 1, 2 and 5, 6 only (source positions 1.5 and 5.5)
+    logits[1, 2, 2] = 5.0
+    got = upsample_positive(logits, 2, 2)
+    assert np.array_equal(got, _full_frame(logits, 2, 2))
+    assert not got[0].any() and got[1].any()
+
+
 def test_bilinear_axis_rows_are_convex_combinations() -> None:
     axis = bilinear_axis(7, 19)
     assert np.allclose(axis.weights.sum(1), 1) and (axis.weights >= 0).all()
