@@ -67,3 +67,17 @@ def test_roof_child_and_compute_section():
     text = benchmark.format_compute(rows, ["fp32"], 75.0, 2, 2, {"fp32": 300.0})
     # 75 GFLOP in 0.5 s = 150 GFLOP/s = half of the 300 GFLOP/s roof
     assert "fp32 measured roof: 300 GFLOP/s" in text and "150.0 GFLOP/s" in text and "50% of the measured roof" in text
+
+
+def test_big_image_boxes_are_tight_and_in_label_order(tmp_path):
+    case, gt = benchmark.make_big_image(tmp_path, size=256, objects=40)
+    with np.load(case) as npz:
+        image, boxes = npz["imgs"], npz["boxes"]
+    with np.load(gt) as npz:
+        labels = npz["gts"]
+    assert image.shape == (256, 256, 3) and image.dtype == np.uint8
+    assert len(boxes) == labels.max() > 20
+    for label, (x0, y0, x1, y1) in enumerate(boxes, start=1):
+        ys, xs = np.nonzero(labels == label)
+        assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
+    assert benchmark._group(case.stem) == "big"
