@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from models.hardware import cpu_budget
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
 from router.casefile import CaseError, read_case, write_segs, write_text_atomic
 from router.pipeline import ModelPool, segment_case, slice_steps
@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-i", "--input", type=Path, default=Path("/workspace/inputs"), help="folder of case .npz files")
     parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"), help="folder for segs .npz files")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=cpu_budget(),
+                        help="CPU threads (default: the CPUs this process may use, within a docker --cpus quota)")
     parser.add_argument("--config", type=Path, default=None, help="routing table TOML (default: router/routes.toml)")
     parser.add_argument("--models", type=Path, default=None, help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",

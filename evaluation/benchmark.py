@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from models.hardware import cpu_flags
+from models.hardware import cpu_budget, cpu_flags
 from models.registry import FALLBACK_MODEL, MODELS, get_spec, is_available, model_dir
 from router.modality import CaseNameError, parse_case_name
 from router.routing import RoutingTable
@@ -497,7 +497,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gts", type=Path, action="append", help="folder of ground truth .npz (repeatable)")
     parser.add_argument("--cases", help="glob on the case file name, e.g. '3DBox_*'")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of torch,fp32,bf16,int8")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for torch and OpenVINO")
+    parser.add_argument("--threads", type=int, default=cpu_budget(), help="threads for torch and OpenVINO")
     parser.add_argument("--models", type=Path, default=None, help="IR folder (default: $SEG_MODEL_DIR or models/ir)")
     parser.add_argument("--big-volume", action="store_true", help="add a synthetic (100, 512, 512) volume with 6 boxes")
     parser.add_argument("--big-image", action="store_true", help="add a synthetic 2048x2048 microscopy image with ~300 boxes")

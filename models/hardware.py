@@ -15,6 +15,8 @@ show ratios, not the speed of any real CPU of that kind:
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -33,6 +35,33 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     except OSError:
         return frozenset()
     return frozenset(match.group(1).split()) if match else frozenset()
+
+
+def _cgroup_cpu_limit(root: Path) -> float | None:
+    """CPUs allowed by a cgroup CPU quota (docker --cpus), v2 or v1; None when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "200000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())  # v1: -1 when unlimited
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_budget(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Threads worth running: the CPUs this process may use (affinity, e.g. docker --cpuset-cpus),
+    capped by a CPU quota (docker --cpus), rounded up.
+
+    os.cpu_count() sees every core of the host: under `docker run --cpus 1` on this 2-core machine,
+    2 threads took 6.3 s on a 16-slice MR case against 5.7 s with 1, and the loss grows with the host.
+    """
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = _cgroup_cpu_limit(cgroup_root)
+    return max(1, min(affinity, math.ceil(limit))) if limit else max(1, affinity)
 
 
 @cache

@@ -1,14 +1,16 @@
-"""Inference precision: the exported encoder keeps its input layers in f32 under bf16, and "auto" picks
-bf16 only on AMX CPUs, INT8 where the CPU has an int8 dot product or AVX-512, else FP32."""
+"""Inference precision and CPU use: the exported encoder keeps its input layers in f32 under bf16,
+"auto" picks bf16 only on AMX CPUs, INT8 where the CPU has an int8 dot product or AVX-512, else FP32,
+and the default thread count follows docker's CPU limits."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.hardware import choose_precision, cpu_flags, cpu_has_bf16
+from models.hardware import choose_precision, cpu_budget, cpu_flags, cpu_has_bf16
 from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
 from models.transforms import preprocess
@@ -140,3 +142,25 @@ def test_model_pool_auto_precision(
     monkeypatch.setattr(pipeline, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
     assert pipeline.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
     assert pipeline.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
+
+
+def _affinity() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "50000 100000\n"}, lambda: 1),  # docker --cpus 0.5 (cgroup v2)
+        ({"cpu.max": "max 100000\n"}, _affinity),  # no quota
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, lambda: 1),  # v1, --cpus 1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, _affinity),  # v1, no quota
+        ({"cpu.max": "6400000 100000\n"}, _affinity),  # a quota above the cores this process may use
+        ({}, _affinity),  # no cgroup files at all
+    ],
+)
+def test_cpu_budget_follows_docker_cpu_limits(tmp_path: Path, files: dict[str, str], expected) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_budget(tmp_path) == expected()
