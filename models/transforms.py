@@ -103,6 +103,7 @@ class BilinearAxis:
 
 @lru_cache(maxsize=16)
 def bilinear_axis(size_in: int, size_out: int) -> BilinearAxis:
+    """The resampling of one axis from `size_in` to `size_out` samples (cached: images repeat shapes)."""
     source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
     first = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
     last = np.minimum(first + 1, size_in - 1)
@@ -123,7 +124,7 @@ def upsample_positive(logits: np.ndarray, height: int, width: int, out: np.ndarr
     one of them is: each mask is computed only over the output rectangle that reads its positive
     low-resolution rows and columns. For a many-box image that is a small fraction of the frame, and
     no (N, height, width) float array is ever made: on a 2048x2048 image with 300 boxes this took
-    the postprocessing from 8 s (full-frame cv2.resize of every mask) to 0.1 s.
+    the postprocessing from 8 s (full-frame cv2.resize of every mask) to 0.3 s.
     """
     rows, cols = bilinear_axis(logits.shape[1], height), bilinear_axis(logits.shape[2], width)
     out = np.zeros((logits.shape[0], height, width), bool) if out is None else out
