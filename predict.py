@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "input layers in f32); "
                              "int8 (quantised encoder, FP32 decoder)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (drawn only on a terminal anyway)")
     return parser.parse_args(argv)
 
 
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("skip %s: not an .npz case file", skipped.name)
 
     failed, timings, fallbacks_said = 0, [], set()
-    for path in tqdm(cases, desc="cases", unit="case", disable=args.no_progress):
+    # disable=None: tqdm draws bars on a terminal only, so docker logs and CI hold just the summary lines
+    for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
         start = time.perf_counter()
         try:
             case = read_case(path)
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 fallbacks_said.add(route.fallback_from)
                 log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
             steps = slice_steps(case, route) if case.dim == 3 else 0
-            with tqdm(total=steps, desc=case.name, unit="slice", leave=False, disable=args.no_progress or not steps) as bar:
+            hide = args.no_progress or not steps
+            with tqdm(total=steps, desc=case.name, unit="slice", leave=False, disable=True if hide else None) as bar:
                 segs = segment_case(case, route, pool, on_slice=bar.update)
             write_segs(args.output / path.name, segs)
         except CaseError as error:

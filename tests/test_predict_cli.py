@@ -149,3 +149,15 @@ def test_runtime_imports_without_torch(module, tmp_path, ir_dir):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "2DBox_CT_x.npz").exists()
+
+
+def test_no_progress_bars_in_logs(tmp_path, ir_dir):
+    """Off a terminal (docker logs, CI) stderr holds only the summary lines, without tqdm's redraws."""
+    volume, _ = blob_volume(shape=(8, 48, 48), centre=(4, 24, 24), radii=(3, 10, 10))
+    write_case(tmp_path / "in" / "3DBox_CT_bar.npz", imgs=volume, boxes=np.array([[14, 14, 2, 34, 34, 6]]),
+               spacing=np.array([1.0, 1.0, 1.0]))
+    done = subprocess.run([sys.executable, "predict.py", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                           "--threads", "2"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "slice/s" not in done.stderr
+    assert "3DBox_CT_bar" in done.stderr and "done: 1 case(s) written" in done.stderr
