@@ -119,11 +119,11 @@ class SamPredictor:
         encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
         if not (directory / encoder_file).is_file():
             raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")
-        if precision == "bf16" and not has_precise_stem(core.read_model(directory / encoder_file)):
+        encoder = core.read_model(directory / encoder_file)  # read once: checked, then compiled
+        if precision == "bf16" and not has_precise_stem(encoder):
             log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
                         "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
-        # compiled from the path, not a read model: the optional compiled-model cache keys on it
-        self._encoder = core.compile_model(directory / encoder_file, "CPU", config).create_infer_request()
+        self._encoder = core.compile_model(encoder, "CPU", config).create_infer_request()
         self._decoder = core.compile_model(directory / spec.decoder_file, "CPU", config).create_infer_request()
         self.cache = EmbeddingCache(cache_bytes)
         self.decode_batch = decode_batch
