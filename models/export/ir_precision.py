@@ -42,4 +42,3 @@ def mark_input_layers_precise(model: ov.Model, max_hops: int = 3) -> list[str]:
             for output in node.outputs():
                 frontier.extend((target.get_node(), hops + 1) for target in output.get_target_inputs())
     return marked
-
