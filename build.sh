@@ -16,11 +16,24 @@ WEIGHTS_DIR="${WEIGHTS_DIR:-$ROOT/weights}"
 
 say() { printf '[build] %s\n' "$*" >&2; }
 
+# Fail early, in one line, when the disk cannot hold what comes next; pip and Docker otherwise stop
+# half-way with "No space left on device" and leave a broken venv or layer behind.
+need_space() {  # need_space GIB DIR WHAT
+  local free_kib
+  free_kib=$(df -Pk "$2" | awk 'NR == 2 {print $4}')
+  if (( free_kib < $1 * 1024 * 1024 )); then
+    say "ERROR: $3 needs about $1 GiB free on $2's disk; only $((free_kib / 1024 / 1024)) GiB is free"
+    exit 1
+  fi
+}
+
 setup() {
   local stamp="$VENV/.requirements.sha256" want
   want=$(cat requirements.txt requirements-build.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
   if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   say "setting up $VENV (pinned build and test dependencies; torch is build-time only)"
+  # torch 2.14.1 with the torchvision that timm needs is a CUDA build: about 6.5 GiB in the venv.
+  [[ -x "$PY" ]] || need_space 8 "$ROOT" "the build venv"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
   # Only the stardist wheel's bundled demo image is used; its deep-learning deps are not needed.
@@ -52,6 +65,7 @@ run_tests() {
   "$VENV/bin/ruff" check .
   if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -f docker/build_image.sh ]]; then
     if [[ "$(id -u)" == 0 ]] || docker info >/dev/null 2>&1; then
+      need_space 6 /var/lib "the Docker image build (vfs storage copies every layer)"
       build_image || { say "Docker image build failed"; return 1; }
     else
       say "not root and no Docker daemon: the Docker tests will be skipped"
