@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from router.casefile import label_dtype
+from router.strategies import BoxPredictor
 from router.strategies.labels import paint_masks
 
 BOX_BATCH = 64
 
 
-def segment_image2d(image: np.ndarray, boxes: np.ndarray, predictor) -> np.ndarray:
+def segment_image2d(image: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor) -> np.ndarray:
     """(H, W, 3) uint8 image, (N, 4) boxes -> (H, W) label map (label i for boxes[i-1])."""
     segs = np.zeros(image.shape[:2], label_dtype(len(boxes)))
     if len(boxes) == 0:

@@ -14,6 +14,7 @@ import numpy as np
 
 from models.transforms import grow_box, mask_bbox
 from router.casefile import label_dtype
+from router.strategies import BoxPredictor
 from router.strategies.labels import paint_masks
 
 # The challenge baseline grows the previous slice's box by 3 px in its 256-pixel frame.
@@ -28,7 +29,7 @@ def middle_slices(boxes: np.ndarray) -> np.ndarray:
 def propagate_masks(
     volume: np.ndarray,
     boxes: np.ndarray,
-    predictor,
+    predictor: BoxPredictor,
     view: Hashable = "axial",
     on_slice: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -83,7 +84,7 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 
 def segment_propagate3d(
-    volume: np.ndarray, boxes: np.ndarray, predictor, on_slice: Callable[[], None] | None = None
+    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: Callable[[], None] | None = None
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1])."""
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))

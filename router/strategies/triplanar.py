@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from router.casefile import label_dtype
+from router.strategies import BoxPredictor
 from router.strategies.propagate3d import propagate_masks
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
@@ -30,7 +31,7 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
 def segment_triplanar(
     volume: np.ndarray,
     boxes: np.ndarray,
-    predictor,
+    predictor: BoxPredictor,
     views: Sequence[str] = ("axial", "coronal", "sagittal"),
     weights: Sequence[float] | None = None,
     min_votes: float = 2.0,
