@@ -65,7 +65,6 @@ run_tests() {
   "$VENV/bin/ruff" check .
   if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -f docker/build_image.sh ]]; then
     if [[ "$(id -u)" == 0 ]] || docker info >/dev/null 2>&1; then
-      need_space 6 /var/lib "the Docker image build (vfs storage copies every layer)"
       build_image || { say "Docker image build failed"; return 1; }
     else
       say "not root and no Docker daemon: the Docker tests will be skipped"
@@ -76,6 +75,7 @@ run_tests() {
 
 build_image() {
   export_models
+  need_space 6 /var/lib "the Docker image build (vfs storage copies every layer)"
   bash docker/build_image.sh
 }
 

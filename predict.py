@@ -18,6 +18,7 @@ from tqdm import tqdm
 from models.hardware import cpu_budget
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
 from router.casefile import CaseError, read_case, write_segs, write_text_atomic
+from router.modality import UNKNOWN_PREFIX
 from router.pipeline import ModelPool, segment_case, slice_steps
 from router.routing import RoutingTable
 
@@ -57,8 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input.is_dir():
         log.error("error: input folder %s does not exist", args.input)
         return 1
+    if args.output.resolve() == args.input.resolve():
+        log.error("error: output folder %s is the input folder: outputs would replace the cases", args.output)
+        return 1
+    try:
+        table = RoutingTable.load(args.config)
+    except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
+        log.error("error: routing table %s: %s", args.config or "router/routes.toml", error)
+        return 1
     args.output.mkdir(parents=True, exist_ok=True)
-    table = RoutingTable.load(args.config)
     pool = ModelPool(args.models or model_dir(), args.threads, args.precision, args.cache_mb << 20)
     if FALLBACK_MODEL not in pool.available:
         log.error("error: %s is not exported in %s (run ./build.sh export)", FALLBACK_MODEL, pool.directory)
@@ -69,16 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     for skipped in sorted(set(files) - set(cases)):
         log.warning("skip %s: not an .npz case file", skipped.name)
 
-    failed, timings, fallbacks_said = 0, [], set()
+    failed, timings, warned = 0, [], set()
     # disable=None: tqdm draws bars on a terminal only, so docker logs and CI hold just the summary lines
     for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
         start = time.perf_counter()
         try:
             case = read_case(path)
             route = table.route(case.dim, case.modality, pool.available)
-            if route.fallback_from and route.fallback_from not in fallbacks_said:
-                fallbacks_said.add(route.fallback_from)
+            if route.fallback_from and route.fallback_from not in warned:
+                warned.add(route.fallback_from)
                 log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
+            if case.modality.startswith(UNKNOWN_PREFIX) and case.modality not in warned:
+                warned.add(case.modality)
+                log.warning("WARNING: %s: modality '%s' is not in the routing table; it takes the default route",
+                            path.name, case.modality.removeprefix(UNKNOWN_PREFIX))
             steps = slice_steps(case, route) if case.dim == 3 else 0
             hide = args.no_progress or not steps
             with tqdm(total=steps, desc=case.name, unit="slice", leave=False, disable=True if hide else None) as bar:

@@ -11,8 +11,9 @@
 #
 # Env: IMAGE (default seg:latest), BASE_IMAGE (see make_base_image.sh), PYTHON (host python with
 #      pip; default .venv/bin/python, else python3), SEG_ALLOW_NO_IR=1 to build without models/ir,
-#      SEG_BAKE_OV_CACHE=1 to bake OpenVINO's compiled-model cache into the image (saves ~0.7 s of
-#      start-up, +~50 MB, but only on a machine with the build machine's CPU model; see Dockerfile),
+#      SEG_BAKE_OV_CACHE=1 to bake OpenVINO's compiled-model cache into the image (saves ~0.2 s of
+#      start-up with the bf16 default, +~56 MB, but only on a machine with the build machine's CPU
+#      model; see docker/README.md),
 #      BUILD_LOG (default /tmp/seg_docker_build.log).
 set -euo pipefail
 

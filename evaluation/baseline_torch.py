@@ -66,7 +66,9 @@ class TorchBaseline:
         return self.model.image_encoder(tensor), resized.shape[:2]
 
     @torch.no_grad()
-    def decode(self, embedding: torch.Tensor, box_256: np.ndarray, new_hw, original_hw) -> np.ndarray:
+    def decode(
+        self, embedding: torch.Tensor, box_256: np.ndarray, new_hw: tuple[int, int], original_hw: tuple[int, int]
+    ) -> np.ndarray:
         """One box in the 256 frame -> (H, W) uint8 mask."""
         box = torch.as_tensor(box_256[None, None], dtype=torch.float)
         sparse, dense = self.model.prompt_encoder(points=None, boxes=box, masks=None)

@@ -77,8 +77,8 @@ log = logging.getLogger("compute_metrics")
 SPACING_ORDERS = ("official", "zyx")
 DSC_THRESHOLD_FOR_NSD = 0.2  # challenge rule: NSD only where the case mean DSC is above this
 CSV_COLUMNS = ("case", "modality", "shape", "DSC", "NSD", "status", "note")
-# Statuses scored 0 (a prediction problem) vs excluded from the means (a GT problem).
-FAILED_PREDICTION = ("missing", "unreadable", "no_segs_key", "wrong_shape", "error")
+# Statuses excluded from the means (a GT problem); the prediction problems ("missing", "unreadable",
+# "no_segs_key", "wrong_shape", "error") score 0 instead.
 NOT_SCORED = ("gt_unreadable", "empty_gt")
 # What np.load raises on a missing, truncated, non-zip or pickled (allow_pickle=False) file.
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -257,7 +257,10 @@ def score_file(gt_path: Path, seg_path: Path, spacing_order: str = "official", t
     notes = []
     if gt.ndim == 3 and stored_spacing is None:
         notes.append("no spacing in GT, used (1, 1, 1)")
-    spacing = nsd_spacing(stored_spacing, gt.ndim, spacing_order)
+    try:
+        spacing = nsd_spacing(stored_spacing, gt.ndim, spacing_order)
+    except ValueError as exc:  # e.g. a spacing without 3 values: this case only
+        return _row(case, gt.shape, math.nan, math.nan, "gt_unreadable", [*notes, f"bad spacing: {exc}"])
 
     def failed(status: str, why: str) -> dict:
         return _row(case, gt.shape, 0.0, 0.0, status, [*notes, why])

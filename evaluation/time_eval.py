@@ -10,8 +10,9 @@ A case that fails, runs out of memory or times out is recorded and the run goes 
 
 Writes OUTDIR/running_time.csv with columns
     case, runtime (mean seconds over --repeat runs), std, exit_code, peak_mem_mb, status
-and each case's container log under OUTDIR/logs/. Status is one of ok, failed (non-zero exit),
-no_output (exit 0 without the output file), timeout, oom, error (Docker refused to run it).
+and each run's container log under OUTDIR/logs/ (<case>.log, or <case>.<k>.log for run k of several).
+Status is one of ok, failed (non-zero exit), no_output (exit 0 without the output file), timeout,
+oom, error (Docker refused to run it).
 Peak memory is the container cgroup's high-water mark (memory.max_usage_in_bytes on cgroup v1,
 memory.peak on v2; page cache included, as the -m limit counts it), else the highest
 `docker stats` sample. Exit status 0 if every case is ok, else 1.
@@ -185,7 +186,10 @@ def run_once(
                 exit_code = int(container.wait(timeout=args.timeout)["StatusCode"])
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 status = "timeout"
-                container.kill()
+                try:
+                    container.kill()
+                except docker.errors.APIError:  # it exited just as the timeout fired: still a timeout
+                    pass
                 exit_code = int(container.wait(timeout=60)["StatusCode"])
         pause = time.perf_counter()  # the log fetch below is not part of the run
         container.reload()
@@ -224,7 +228,8 @@ def time_case(
         if run.status == "ok":
             shutil.move(str(produced), args.output / case.name)
         result.runs.append(run)
-        (args.output / "logs" / f"{case.stem}.log").write_text(run.log)
+        suffix = f".{repeat + 1}" if args.repeat > 1 else ""
+        (args.output / "logs" / f"{case.stem}{suffix}.log").write_text(run.log)
         peak = f"{run.peak_bytes / 2**20:.0f} MB" if run.peak_bytes is not None else "n/a"
         print(
             f"{case.name} [{repeat + 1}/{args.repeat}] {run.seconds:.2f}s exit={run.exit_code} peak={peak} {run.status}",

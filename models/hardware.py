@@ -57,7 +57,8 @@ def cpu_budget(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     capped by a CPU quota (docker --cpus), rounded up.
 
     os.cpu_count() sees every core of the host: under `docker run --cpus 1` on this 2-core machine,
-    2 threads took 6.3 s on a 16-slice MR case against 5.7 s with 1, and the loss grows with the host.
+    2 threads took 6.34 s on a 16-slice MR case against 5.54 s with 1 (14% slower; time_eval, whole
+    container), and the loss grows with the host.
     """
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     limit = _cgroup_cpu_limit(cgroup_root)

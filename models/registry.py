@@ -29,7 +29,6 @@ class ModelSpec:
     image_size: side of the square encoder input (pixels).
     prompt_frame: side of the square frame in which the decoder reads boxes and to which masks are
         upsampled before cropping (equals image_size for LiteMedSAM, 1024 for EfficientViT-SAM).
-    mask_size: side of the decoder's low-resolution logits.
     embedding_shape: shape of one image embedding, (1, C, h, w).
     weights: file name of the source checkpoint (build time), as in models/weights_manifest.toml.
     floor_boxes: truncate scaled box coordinates to integers, as the LiteMedSAM challenge baseline does.
@@ -38,7 +37,6 @@ class ModelSpec:
     name: str
     image_size: int
     prompt_frame: int
-    mask_size: int
     normalisation: Normalisation
     embedding_shape: tuple[int, int, int, int]
     weights: str
@@ -59,12 +57,17 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "litemedsam": ModelSpec("litemedsam", 256, 256, 256, "minmax", (1, 256, 64, 64), "lite_medsam.pth", True),
+    "litemedsam": ModelSpec(
+        "litemedsam", image_size=256, prompt_frame=256, normalisation="minmax",
+        embedding_shape=(1, 256, 64, 64), weights="lite_medsam.pth", floor_boxes=True,
+    ),
     "efficientvit_sam_l0": ModelSpec(
-        "efficientvit_sam_l0", 512, 1024, 256, "imagenet", (1, 256, 64, 64), "efficientvit_sam_l0.pt"
+        "efficientvit_sam_l0", image_size=512, prompt_frame=1024, normalisation="imagenet",
+        embedding_shape=(1, 256, 64, 64), weights="efficientvit_sam_l0.pt",
     ),
     "efficientvit_sam_l1": ModelSpec(
-        "efficientvit_sam_l1", 512, 1024, 256, "imagenet", (1, 256, 64, 64), "efficientvit_sam_l1.pt"
+        "efficientvit_sam_l1", image_size=512, prompt_frame=1024, normalisation="imagenet",
+        embedding_shape=(1, 256, 64, 64), weights="efficientvit_sam_l1.pt",
     ),
 }
 

@@ -47,16 +47,13 @@ class Case:
     boxes: np.ndarray
     spacing: np.ndarray | None
 
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return self.image.shape[:2] if self.dim == 2 else self.image.shape
-
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Bring an image of any real dtype to uint8 0..255, as the challenge's preprocessing does.
 
-    Values already in 0..255 are rounded; other ranges are clipped to the 0.5/99.5 percentiles and
-    min-max scaled to 0..255. Shape is kept.
+    Values already in 0..255 are rounded, except floats within [0, 1], which are taken as intensities
+    in [0, 1] and multiplied by 255 (rounding them would leave a black-and-white image); other ranges
+    are clipped to the 0.5/99.5 percentiles and min-max scaled to 0..255. Shape is kept.
     """
     if image.dtype == np.uint8:
         return image
@@ -64,6 +61,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
         return image.astype(np.uint8) * 255
     values = image.astype(np.float64, copy=False)
     lo, hi = float(values.min()), float(values.max())
+    if image.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        return np.rint(values * 255.0).astype(np.uint8)
     if lo >= 0.0 and hi <= 255.0:
         return np.rint(values).astype(np.uint8)
     lo, hi = np.percentile(values, [0.5, 99.5])
@@ -154,7 +153,10 @@ def read_case(path: Path) -> Case:
     if len(boxes) > np.iinfo(np.uint16).max:
         raise CaseError(f"{len(boxes)} boxes exceed the 65535 labels a uint16 label map can hold")
     spatial_shape = image.shape[:2] if dim == 2 else image.shape
-    boxes = _clip_boxes(boxes.astype(np.int64), spatial_shape, dim)
+    # Far-out coordinates (1e30, uint64 above 2**63) would wrap in the int64 cast; clipping them to
+    # +-2**31 first keeps "partly outside -> clipped, wholly outside -> error" true for them too.
+    boxes = np.clip(boxes.astype(np.float64), -(2.0**31), 2.0**31).astype(np.int64)
+    boxes = _clip_boxes(boxes, spatial_shape, dim)
 
     if dim == 3:
         if spacing is None:

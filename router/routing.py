@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from models.registry import FALLBACK_MODEL, MODELS
-from router.modality import UNKNOWN_PREFIX
+from router.modality import MODALITY_ALIASES, UNKNOWN_PREFIX
+from router.strategies.triplanar import check_vote_params
 
 DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.toml"
-STRATEGIES_3D = ("propagate", "triplanar_vote")
+# 3D strategy -> the parameters its table ([modality.X.<strategy>]) may set.
+STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {"propagate": (), "triplanar_vote": ("views", "weights", "min_votes")}
+STRATEGIES_3D = tuple(STRATEGY_PARAMS)
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,40 @@ class RoutingTable:
         self.source = source
         self.default = table.get("default", {})
         self.modalities = table.get("modality", {})
-        for name, entry in [("default", self.default), *self.modalities.items()]:
-            model = entry.get("model", FALLBACK_MODEL)
-            if model not in MODELS:
-                raise ValueError(f"{source}: [{name}] names unknown model '{model}' (known: {', '.join(MODELS)})")
-            strategy = entry.get("strategy_3d", "propagate")
-            if strategy not in STRATEGIES_3D:
-                raise ValueError(f"{source}: [{name}] names unknown 3D strategy '{strategy}' (known: {', '.join(STRATEGIES_3D)})")
+        # Every mistake is caught here, at start-up: a misspelt section or key would otherwise be
+        # silently ignored, or fail every case of a modality one by one.
+        unknown = set(table) - {"default", "modality"}
+        if unknown:
+            raise ValueError(f"{source}: unknown top-level table(s) {sorted(unknown)} (known: default, modality)")
+        misnamed = set(self.modalities) - set(MODALITY_ALIASES)
+        if misnamed:
+            raise ValueError(f"{source}: unknown modality table(s) {sorted(misnamed)} (known: {', '.join(MODALITY_ALIASES)})")
+        for name, entry in [("default", self.default), *(("modality." + k, v) for k, v in self.modalities.items())]:
+            self._check_entry(name, entry)
+
+    def _check_entry(self, name: str, entry: dict[str, Any]) -> None:
+        where = f"{self.source}: [{name}]"
+        known_keys = ("model", "strategy_3d", *STRATEGY_PARAMS)
+        unknown_keys = sorted(set(entry) - set(known_keys))
+        if unknown_keys:
+            raise ValueError(f"{where} has unknown key(s) {unknown_keys} (known: {', '.join(known_keys)})")
+        model = entry.get("model", FALLBACK_MODEL)
+        if model not in MODELS:
+            raise ValueError(f"{where} names unknown model '{model}' (known: {', '.join(MODELS)})")
+        strategy = entry.get("strategy_3d", "propagate")
+        if strategy not in STRATEGIES_3D:
+            raise ValueError(f"{where} names unknown 3D strategy '{strategy}' (known: {', '.join(STRATEGIES_3D)})")
+        for strategy_name, allowed in STRATEGY_PARAMS.items():
+            params = entry.get(strategy_name, {})
+            extra = set(params) - set(allowed)
+            if extra:
+                raise ValueError(f"{where}.{strategy_name} has unknown parameter(s) {sorted(extra)} "
+                                 f"(known: {', '.join(allowed) or 'none'})")
+            if strategy_name == "triplanar_vote" and params:
+                try:
+                    check_vote_params(**{"views": ("axial", "coronal", "sagittal"), **params})
+                except (TypeError, ValueError) as error:
+                    raise ValueError(f"{where}.triplanar_vote: {error}") from error
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingTable:
@@ -70,5 +100,5 @@ class RoutingTable:
         if dim == 2:
             return Route(model, "image2d", {}, "; ".join(notes), fallback_from)
         strategy = merged.get("strategy_3d", "propagate")
-        params = dict(entry.get(strategy, {}))
+        params = dict(merged.get(strategy, {}))
         return Route(model, strategy, params, "; ".join(notes), fallback_from)

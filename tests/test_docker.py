@@ -167,7 +167,10 @@ def test_time_eval_records_every_case(tiny_image: str, tmp_path: Path) -> None:
     for case in ("2DBox_Mem_0001.npz", "3DBox_CT_0002.npz"):
         assert (outdir / case).read_bytes() == (inputs / case).read_bytes()
     assert not (outdir / "2DBox_Fail_0001.npz").exists()
-    assert (outdir / "logs" / "2DBox_Fail_0001.log").exists()
+    # --repeat 2: one log per run; a failing case is not run again
+    assert (outdir / "logs" / "2DBox_Fail_0001.1.log").exists()
+    assert not (outdir / "logs" / "2DBox_Fail_0001.2.log").exists()
+    assert (outdir / "logs" / "2DBox_Mem_0001.2.log").exists()
     assert list(workdir.iterdir()) == []
 
 

@@ -174,6 +174,20 @@ def test_shape_mismatch_raises() -> None:
         cm.score_case(np.zeros((4, 4), np.uint8), np.ones((4, 5), np.uint8), None)
 
 
+def test_gt_with_bad_spacing_is_reported_and_the_others_still_scored(tmp_path: Path) -> None:
+    seg, gt = rod_pair()
+    (tmp_path / "gts").mkdir()
+    (tmp_path / "segs").mkdir()
+    np.savez(tmp_path / "gts" / "3DBox_CT_bad.npz", gts=gt, spacing=np.array([1.0, 1.0]))
+    np.savez(tmp_path / "gts" / "3DBox_CT_good.npz", gts=gt, spacing=np.array([1.0, 1.0, 1.0]))
+    for name in ("3DBox_CT_bad.npz", "3DBox_CT_good.npz"):
+        np.savez(tmp_path / "segs" / name, segs=gt)
+    rows = {r["case"]: r for r in cm.evaluate(tmp_path / "segs", tmp_path / "gts", workers=1, progress=False)}
+    assert rows["3DBox_CT_bad.npz"]["status"] == "gt_unreadable"
+    assert "spacing" in rows["3DBox_CT_bad.npz"]["note"]
+    assert (rows["3DBox_CT_good.npz"]["status"], rows["3DBox_CT_good.npz"]["DSC"]) == ("ok", 1.0)
+
+
 def test_spacing_orders_differ_on_anisotropic_case(tmp_path: Path) -> None:
     seg, gt = rod_pair()  # rod along the last array axis, i.e. x
     (tmp_path / "gts").mkdir()

@@ -136,6 +136,38 @@ def test_missing_input_folder_and_models(tmp_path, capsys, monkeypatch):
     assert "litemedsam is not exported" in capsys.readouterr().err
 
 
+def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys):
+    case = write_case(tmp_path / "in" / "2DBox_CT_a.npz", **good_2d(np.random.default_rng(0)))
+    before = case.read_bytes()
+    assert predict.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "in" / ".")]) == 1
+    assert "is the input folder" in capsys.readouterr().err
+    assert case.read_bytes() == before
+
+
+def test_bad_routing_table_is_one_line(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "routes.toml"
+    for text, message in [("[modality.Xray]\n", "unknown modality table"), ("[default\n", "routes.toml")]:
+        config.write_text(text)
+        assert predict.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: routing table") and message in err and len(err.strip().splitlines()) == 1, err
+    missing = tmp_path / "missing.toml"
+    assert predict.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--config", str(missing)]) == 1
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_unknown_modality_is_warned_once(tmp_path, capsys, ir_dir):
+    rng = np.random.default_rng(2)
+    for name in ("2DBox_Thermography_a.npz", "2DBox_Thermography_b.npz"):
+        write_case(tmp_path / "in" / name, **good_2d(rng))
+    status, err = run_predict(tmp_path / "in", tmp_path / "out", capsys)
+    assert status == 0
+    warnings = [line for line in err.splitlines() if "WARNING" in line and "Thermography" in line]
+    assert len(warnings) == 1 and "default route" in warnings[0], err
+    assert len(list((tmp_path / "out").glob("*.npz"))) == 2
+
+
 @pytest.mark.parametrize("module", ["predict"])
 def test_runtime_imports_without_torch(module, tmp_path, ir_dir):
     """The runtime (predict.py and all it imports) must work where torch is absent, as in the image."""

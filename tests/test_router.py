@@ -80,8 +80,30 @@ def test_config_override(tmp_path):
     assert RoutingTable.load(config).route(3, "CT", {"litemedsam"}).strategy == "propagate"
 
 
-def test_bad_config_is_rejected(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[modality.CT]\nmodel = "unet"\n', "unknown model 'unet'"),
+        ('[modality.CT]\nstrategy_3d = "slicewise"\n', "unknown 3D strategy 'slicewise'"),
+        ('[modality.Xray]\nmodel = "litemedsam"\n', r"unknown modality table\(s\) \['Xray'\]"),
+        ('[modalities.CT]\nmodel = "litemedsam"\n', "unknown top-level table"),
+        ('[default]\nstrategy3d = "propagate"\n', r"\[default\] has unknown key\(s\) \['strategy3d'\]"),
+        ("[modality.PET.triplanar_vote]\nmin_vote = 2\n", r"unknown parameter\(s\) \['min_vote'\]"),
+        ('[modality.PET.triplanar_vote]\nviews = ["axial", "top"]\n', "views must be among"),
+        ("[modality.PET.triplanar_vote]\nmin_votes = 4\n", "can never be reached"),
+        ("[modality.CT.propagate]\nstep = 2\n", r"unknown parameter\(s\) \['step'\]"),
+    ],
+)
+def test_bad_config_is_rejected_on_load(tmp_path, text, message):
     config = tmp_path / "routes.toml"
-    config.write_text('[modality.CT]\nmodel = "unet"\n')
-    with pytest.raises(ValueError, match="unknown model 'unet'"):
+    config.write_text(text)
+    with pytest.raises(ValueError, match=message):
         RoutingTable.load(config)
+
+
+def test_strategy_parameters_inherit_from_default(tmp_path):
+    config = tmp_path / "routes.toml"
+    config.write_text('[default]\nstrategy_3d = "triplanar_vote"\n[default.triplanar_vote]\nmin_votes = 3.0\n'
+                      '[modality.PET]\nmodel = "litemedsam"\n')
+    route = RoutingTable.load(config).route(3, "PET", {"litemedsam"})
+    assert (route.strategy, route.params) == ("triplanar_vote", {"min_votes": 3.0})

@@ -15,12 +15,16 @@ import argparse
 import importlib.metadata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from models.registry import get_spec
 from models.transforms import preprocess
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 DEFAULT_SUBSET_SIZE = 64  # under a minute on 2 cores; 32 -> 64 moved the embedding cosine by 0.0005 only
 _SEED = 2024
@@ -114,7 +118,7 @@ def calibration_inputs(name: str, subset_size: int = DEFAULT_SUBSET_SIZE) -> lis
     return [preprocess(image, spec)[0] for image in images[:subset_size]]
 
 
-def first_convolutions(model, count: int) -> list[str]:
+def first_convolutions(model: ov.Model, count: int) -> list[str]:
     """Friendly names of the first `count` (Group)Convolution nodes of an OpenVINO model, in execution order."""
     kinds = ("Convolution", "GroupConvolution")
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds][:count]

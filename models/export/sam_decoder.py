@@ -17,6 +17,7 @@ to float rounding) in a form that costs far less per box on a CPU:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -153,7 +154,7 @@ class BoxDecoder(nn.Module):
 
 
 def export_box_decoder(
-    decoder: BoxDecoder, embedding_shape: tuple[int, int, int, int], out_xml, example_boxes: int = 3
+    decoder: BoxDecoder, embedding_shape: tuple[int, int, int, int], out_xml: Path, example_boxes: int = 3
 ) -> None:
     """Convert `decoder` to OpenVINO IR at `out_xml` with inputs image_embeddings and boxes (N dynamic)."""
     import openvino as ov

@@ -45,7 +45,9 @@ def propagate_masks(
     z_min, z_max = boxes[:, 2], boxes[:, 5]
     mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
-    def run_sweep(slices: range, active_at: Callable[[int], np.ndarray], upward: bool):
+    def run_sweep(
+        slices: range, active_at: Callable[[int], np.ndarray], upward: bool
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         previous: dict[int, np.ndarray | None] = {}
         for z in slices:
             active = np.flatnonzero(active_at(z))

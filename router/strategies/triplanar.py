@@ -28,6 +28,18 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
     return np.concatenate([lows[:, ::-1], highs[:, ::-1]], axis=1)
 
 
+def check_vote_params(
+    views: Sequence[str], weights: Sequence[float] | None = None, min_votes: float = 2.0
+) -> list[float]:
+    """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
+    weights = [1.0] * len(views) if weights is None else list(weights)
+    if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
+        raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
+    if sum(weights) < min_votes:
+        raise ValueError(f"min_votes {min_votes} can never be reached with weights {weights}")
+    return weights
+
+
 def segment_triplanar(
     volume: np.ndarray,
     boxes: np.ndarray,
@@ -38,11 +50,7 @@ def segment_triplanar(
     on_slice: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting."""
-    weights = [1.0] * len(views) if weights is None else list(weights)
-    if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
-        raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
-    if sum(weights) < min_votes:
-        raise ValueError(f"min_votes {min_votes} can never be reached with weights {weights}")
+    weights = check_vote_params(views, weights, min_votes)
     lows = boxes[:, [2, 1, 0]]  # (z, y, x)
     highs = boxes[:, [5, 4, 3]] + 1
     votes = [np.zeros(tuple(high - low), np.float32) for low, high in zip(lows, highs, strict=True)]
