@@ -54,6 +54,8 @@ class RoutingTable:
 
     def _check_entry(self, name: str, entry: dict[str, Any]) -> None:
         where = f"{self.source}: [{name}]"
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(s, {}), dict) for s in STRATEGY_PARAMS):
+            raise ValueError(f"{where} must be a table (model = ..., strategy_3d = ..., [{name}.<strategy>])")
         known_keys = ("model", "strategy_3d", *STRATEGY_PARAMS)
         unknown_keys = sorted(set(entry) - set(known_keys))
         if unknown_keys:

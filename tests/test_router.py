@@ -92,6 +92,8 @@ def test_config_override(tmp_path):
         ('[modality.PET.triplanar_vote]\nviews = ["axial", "top"]\n', "views must be among"),
         ("[modality.PET.triplanar_vote]\nmin_votes = 4\n", "can never be reached"),
         ("[modality.CT.propagate]\nstep = 2\n", r"unknown parameter\(s\) \['step'\]"),
+        ('[modality]\nCT = "litemedsam"\n', "must be a table"),
+        ('[modality.PET]\ntriplanar_vote = 2\n', "must be a table"),
     ],
 )
 def test_bad_config_is_rejected_on_load(tmp_path, text, message):
