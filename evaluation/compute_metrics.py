@@ -319,7 +319,8 @@ def evaluate(
     tasks = [(str(p), str(segs_dir / p.name), spacing_order, float(tolerance)) for p in gt_files]
     workers = (os.cpu_count() or 1) if workers is None else workers
     rows = []
-    with tqdm(total=len(tasks), desc="scoring", unit="case", disable=not progress, file=sys.stderr) as bar:
+    # disable=None: a bar on a terminal only, as in predict.py, so logs hold no redraws
+    with tqdm(total=len(tasks), desc="scoring", unit="case", disable=None if progress else True, file=sys.stderr) as bar:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 rows.append(_score_task(task))
