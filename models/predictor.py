@@ -10,6 +10,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,12 +120,16 @@ class SamPredictor:
         encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
         if not (directory / encoder_file).is_file():
             raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")
-        encoder = core.read_model(directory / encoder_file)  # read once: checked, then compiled
-        if precision == "bf16" and not has_precise_stem(encoder):
-            log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
-                        "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
-        self._encoder = core.compile_model(encoder, "CPU", config).create_infer_request()
-        self._decoder = core.compile_model(directory / spec.decoder_file, "CPU", config).create_infer_request()
+        # The decoder compiles in a second thread while the encoder reads and compiles (OpenVINO's Core is
+        # thread-safe and releases the GIL): compiling is most of a one-image container's start-up.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            decoder = background.submit(core.compile_model, directory / spec.decoder_file, "CPU", config)
+            encoder = core.read_model(directory / encoder_file)  # read once: checked, then compiled
+            if precision == "bf16" and not has_precise_stem(encoder):
+                log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
+                            "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
+            self._encoder = core.compile_model(encoder, "CPU", config).create_infer_request()
+            self._decoder = decoder.result().create_infer_request()
         self.cache = EmbeddingCache(cache_bytes)
         self.decode_batch = decode_batch
         self.encoder_calls = 0
