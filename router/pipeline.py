@@ -15,7 +15,7 @@ from router.casefile import Case
 from router.routing import Route
 from router.strategies.image2d import segment_image2d
 from router.strategies.propagate3d import propagation_steps, segment_propagate3d
-from router.strategies.triplanar import VIEW_AXES, segment_triplanar, view_boxes
+from router.strategies.triplanar import DEFAULT_VIEWS, VIEW_AXES, segment_triplanar, view_boxes
 
 log = logging.getLogger("seg")
 
@@ -68,7 +68,7 @@ class ModelPool:
 def slice_steps(case: Case, route: Route) -> int:
     """How many slices a 3D case's strategy will visit (the total of its progress bar)."""
     if route.strategy == "triplanar_vote":
-        views = route.params.get("views", list(VIEW_AXES))
+        views = route.params.get("views", DEFAULT_VIEWS)
         return sum(propagation_steps(view_boxes(case.boxes, VIEW_AXES[view])) for view in views)
     return propagation_steps(case.boxes)
 

@@ -74,7 +74,7 @@ class RoutingTable:
                                  f"(known: {', '.join(allowed) or 'none'})")
             if strategy_name == "triplanar_vote" and params:
                 try:
-                    check_vote_params(**{"views": ("axial", "coronal", "sagittal"), **params})
+                    check_vote_params(**params)
                 except (TypeError, ValueError) as error:
                     raise ValueError(f"{where}.triplanar_vote: {error}") from error
 

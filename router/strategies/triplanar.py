@@ -19,6 +19,7 @@ from router.strategies.propagate3d import propagate_masks
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+DEFAULT_VIEWS = tuple(VIEW_AXES)
 
 
 def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
@@ -29,7 +30,7 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
 
 
 def check_vote_params(
-    views: Sequence[str], weights: Sequence[float] | None = None, min_votes: float = 2.0
+    views: Sequence[str] = DEFAULT_VIEWS, weights: Sequence[float] | None = None, min_votes: float = 2.0
 ) -> list[float]:
     """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
     weights = [1.0] * len(views) if weights is None else list(weights)
@@ -44,7 +45,7 @@ def segment_triplanar(
     volume: np.ndarray,
     boxes: np.ndarray,
     predictor: BoxPredictor,
-    views: Sequence[str] = ("axial", "coronal", "sagittal"),
+    views: Sequence[str] = DEFAULT_VIEWS,
     weights: Sequence[float] | None = None,
     min_votes: float = 2.0,
     on_slice: Callable[[], None] | None = None,
