@@ -56,9 +56,8 @@ class ModelPool:
         if name not in self._predictors:
             if name not in self.available:
                 raise FileNotFoundError(f"model '{name}' is not exported in {self.directory} (run ./build.sh export)")
-            auto = self._auto_precision(name)
-            precision = auto if self.precision == "auto" else self.precision
-            if precision == "bf16" != auto:
+            precision = self.resolve_precision(name)
+            if self.precision == "bf16" and (auto := self._auto_precision(name)) != "bf16":
                 log.warning("WARNING: --precision bf16 on a CPU without AMX: measured slower than %s here "
                             "(see models/hardware.py)", auto)
             self._predictors[name] = SamPredictor(get_spec(name), self.directory, self.threads, precision, self.cache_bytes)
