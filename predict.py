@@ -8,19 +8,22 @@ one-line error and the others still run; the exit status is 1 if any case failed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
 from models.hardware import cpu_budget
+from models.pool import ModelPool
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
-from router.casefile import CaseError, read_case, write_segs, write_text_atomic
+from router.casefile import Case, CaseError, write_text_atomic
 from router.modality import UNKNOWN_PREFIX
-from router.pipeline import ModelPool, segment_case, slice_steps
-from router.routing import RoutingTable
+from router.pipeline import segment_file
+from router.routing import Route, RoutingTable
+from router.strategies import OnSlice
 
 log = logging.getLogger("seg")
 
@@ -77,25 +80,28 @@ def main(argv: list[str] | None = None) -> int:
     for skipped in sorted(set(files) - set(cases)):
         log.warning("skip %s: not an .npz case file", skipped.name)
 
-    failed, timings, warned = 0, [], set()
+    warned: set[str] = set()
+
+    def warn_once(case: Case, route: Route) -> None:
+        if route.fallback_from and route.fallback_from not in warned:
+            warned.add(route.fallback_from)
+            log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
+        if case.modality.startswith(UNKNOWN_PREFIX) and case.modality not in warned:
+            warned.add(case.modality)
+            log.warning("WARNING: %s.npz: modality '%s' is not in the routing table; it takes the default route",
+                        case.name, case.modality.removeprefix(UNKNOWN_PREFIX))
+
+    @contextlib.contextmanager
+    def slice_bar(case: Case, route: Route, slices: int) -> Iterator[OnSlice]:
+        hide = args.no_progress or not slices
+        with tqdm(total=slices, desc=case.name, unit="slice", leave=False, disable=True if hide else None) as bar:
+            yield bar.update
+
+    failed, timings = 0, []
     # disable=None: tqdm draws bars on a terminal only, so docker logs and CI hold just the summary lines
     for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
-        start = time.perf_counter()
         try:
-            case = read_case(path)
-            route = table.route(case.dim, case.modality, pool.available)
-            if route.fallback_from and route.fallback_from not in warned:
-                warned.add(route.fallback_from)
-                log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
-            if case.modality.startswith(UNKNOWN_PREFIX) and case.modality not in warned:
-                warned.add(case.modality)
-                log.warning("WARNING: %s: modality '%s' is not in the routing table; it takes the default route",
-                            path.name, case.modality.removeprefix(UNKNOWN_PREFIX))
-            steps = slice_steps(case, route) if case.dim == 3 else 0
-            hide = args.no_progress or not steps
-            with tqdm(total=steps, desc=case.name, unit="slice", leave=False, disable=True if hide else None) as bar:
-                segs = segment_case(case, route, pool, on_slice=bar.update)
-            write_segs(args.output / path.name, segs)
+            result = segment_file(path, table, pool, args.output / path.name, on_route=warn_once, progress=slice_bar)
         except CaseError as error:
             failed += 1
             log.error("error: %s: %s", path.name, error)
@@ -104,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             log.error("error: %s: %s: %s", path.name, type(error).__name__, error)
             continue
-        seconds = time.perf_counter() - start
-        timings.append((path.stem, seconds))
+        case, route = result.case, result.route
+        timings.append((path.stem, result.seconds))
         log.info("%s  %s  %dD  boxes=%d  route=%s  %s  %.2fs", case.name, case.modality, case.dim, len(case.boxes),
-                 route.describe(), pool.resolve_precision(route.model), seconds)
+                 route.describe(), result.precision, result.seconds)
         write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + "".join(f"{n},{s:.4f}\n" for n, s in timings))
 
     log.info("done: %d case(s) written, %d failed", len(timings), failed)

@@ -159,19 +159,3 @@ def postprocess_masks(
         masks = _resize_stack(masks, spec.prompt_frame, spec.prompt_frame)
     crop_h, crop_w = longest_side_shape(*original_hw, spec.prompt_frame)
     return upsample_positive(masks[:, :crop_h, :crop_w], *original_hw, out=out)
-
-
-def grow_box(box: np.ndarray, margin: float, original_hw: tuple[int, int]) -> np.ndarray:
-    """(4,) [x0, y0, x1, y1] -> the box grown by `margin` pixels on each side, clipped to the image."""
-    height, width = original_hw
-    grown = box.astype(np.float64) + np.array([-margin, -margin, margin, margin])
-    return np.clip(grown, 0, [width - 1, height - 1, width - 1, height - 1])
-
-
-def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
-    """(H, W) bool -> [x0, y0, x1, y1] inclusive bounding box, or None for an empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], np.float64)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -174,30 +176,27 @@ def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:
     return np.uint8 if num_boxes <= 255 else np.uint16
 
 
-def write_segs(path: Path, segs: np.ndarray) -> None:
-    """Write `segs` to `path` (.npz, compressed) through a temp file + rename: never half-written."""
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write` on a temp file beside `path`, then rename it to `path`: a reader sees the old file or
+    the whole new one, never half of it. The file is made readable by all (mkstemp makes 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.savez_compressed(handle, segs=segs)
-        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file (e.g. efficiency.csv) through a temp file + rename."""
-    path = Path(path)
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def write_segs(path: Path, segs: np.ndarray) -> None:
+    """Write `segs` to `path` (.npz, compressed) atomically: never half-written."""
+    _write_atomic(path, lambda handle: np.savez_compressed(handle, segs=segs))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (e.g. efficiency.csv) atomically."""
+    _write_atomic(path, lambda handle: handle.write(text.encode()))

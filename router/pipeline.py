@@ -1,88 +1,85 @@
-"""One case end to end: read -> route -> strategy -> predictor -> segs. predict.py only loops and reports."""
+"""One case end to end: read -> route -> strategy -> predictor -> segs (-> written).
+
+`segment_file` is the one path every runner takes (predict.py, the benchmark, a cluster worker); the
+runners keep only their loop, their messages and their exit status.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from models.hardware import choose_precision, cpu_flags, cpu_has_bf16
-from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
-from models.registry import MODELS, get_spec, is_available, model_dir
-from router.casefile import Case
-from router.routing import Route
-from router.strategies.image2d import segment_image2d
-from router.strategies.propagate3d import propagation_steps, segment_propagate3d
-from router.strategies.triplanar import DEFAULT_VIEWS, VIEW_AXES, segment_triplanar, view_boxes
+from models.pool import ModelPool
+from router.casefile import Case, read_case, write_segs
+from router.routing import Route, RoutingTable
+from router.strategies import OnSlice
+from router.strategies.registry import get_strategy
 
-log = logging.getLogger("seg")
+# progress(case, route, slices) -> a context manager giving the per-slice callback (slices: 0 for 2D)
+Progress = Callable[[Case, Route, int], AbstractContextManager[OnSlice]]
+# on_route(case, route) is called once the case is read and routed, before any model runs
+OnRoute = Callable[[Case, Route], None]
 
 
-class ModelPool:
-    """Predictors by model name, compiled lazily: a run pays only for the models its cases need.
+@dataclass(frozen=True)
+class CaseResult:
+    """What one case produced: the case as read, its route and precision, the label map and the seconds
+    from reading the case to its label map, written when an output was given."""
 
-    precision "auto": models.hardware.choose_precision, by measurement (2 cores, LiteMedSAM encoder):
-      * bf16 on CPUs with AMX: 155-165 ms per slice against 390 for
-        FP32, dev mean DSC equal to FP32 and every case within 0.011 (the encoder's input layers stay
-        f32: all-bf16 lost 0.07 on mammography);
-      * else the INT8 encoder where ./build.sh export made one and the CPU has an int8 dot product
-        (VNNI) or AVX-512 (dev mean DSC +0.006 vs FP32);
-      * else FP32 (on AVX2 without VNNI the INT8 encoder is slower than FP32).
-    """
-
-    def __init__(
-        self, directory: Path | None = None, threads: int | None = None, precision: str = "auto",
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-    ) -> None:
-        self.directory = Path(directory or model_dir())
-        self.threads = threads
-        self.precision = precision
-        self.cache_bytes = cache_bytes
-        self.available = {name for name in MODELS if is_available(name, self.directory)}
-        self._predictors: dict[str, SamPredictor] = {}
-
-    def resolve_precision(self, name: str) -> str:
-        if self.precision != "auto":
-            return self.precision
-        return self._auto_precision(name)
-
-    def _auto_precision(self, name: str) -> str:
-        int8_built = (self.directory / get_spec(name).encoder_int8_file).is_file()
-        return choose_precision(cpu_has_bf16(), cpu_flags(), int8_built)
-
-    def get(self, name: str) -> SamPredictor:
-        if name not in self._predictors:
-            if name not in self.available:
-                raise FileNotFoundError(f"model '{name}' is not exported in {self.directory} (run ./build.sh export)")
-            precision = self.resolve_precision(name)
-            if self.precision == "bf16" and (auto := self._auto_precision(name)) != "bf16":
-                log.warning("WARNING: --precision bf16 on a CPU without AMX: measured slower than %s here "
-                            "(see models/hardware.py)", auto)
-            self._predictors[name] = SamPredictor(get_spec(name), self.directory, self.threads, precision, self.cache_bytes)
-        return self._predictors[name]
+    case: Case
+    route: Route
+    precision: str
+    segs: np.ndarray
+    seconds: float
 
 
 def slice_steps(case: Case, route: Route) -> int:
-    """How many slices a 3D case's strategy will visit (the total of its progress bar)."""
-    if route.strategy == "triplanar_vote":
-        views = route.params.get("views", DEFAULT_VIEWS)
-        return sum(propagation_steps(view_boxes(case.boxes, VIEW_AXES[view])) for view in views)
-    return propagation_steps(case.boxes)
+    """How many slices a 3D case's strategy will visit (the total of its progress bar); 0 for 2D."""
+    return get_strategy(route.strategy).slice_count(case.boxes, **route.params)
 
 
-def segment_case(case: Case, route: Route, pool: ModelPool, on_slice: Callable[[], None] | None = None) -> np.ndarray:
+def segment_case(case: Case, route: Route, pool: ModelPool, on_slice: OnSlice | None = None) -> np.ndarray:
     """Run `route` on `case` and return the label map of the case's spatial shape."""
+    strategy = get_strategy(route.strategy)
     predictor = pool.get(route.model)
     predictor.reset()  # embeddings never carry over from one case to the next
     try:
-        if route.strategy == "image2d":
-            return segment_image2d(case.image, case.boxes, predictor)
-        if route.strategy == "propagate":
-            return segment_propagate3d(case.image, case.boxes, predictor, on_slice=on_slice)
-        if route.strategy == "triplanar_vote":
-            return segment_triplanar(case.image, case.boxes, predictor, on_slice=on_slice, **route.params)
-        raise ValueError(f"unknown strategy '{route.strategy}'")
+        return strategy.run(case.image, case.boxes, predictor, on_slice=on_slice, **route.params)
     finally:
         predictor.reset()  # free the cache's memory between cases
+
+
+@contextlib.contextmanager
+def _no_progress(case: Case, route: Route, slices: int) -> Iterator[OnSlice]:
+    yield lambda: None
+
+
+def segment_file(
+    path: Path,
+    table: RoutingTable,
+    pool: ModelPool,
+    output: Path | None = None,
+    on_route: OnRoute | None = None,
+    progress: Progress | None = None,
+) -> CaseResult:
+    """Read the case at `path`, route it, segment it and, with `output`, write `segs` there atomically.
+
+    Raises router.casefile.CaseError for a case that cannot be segmented (one-line message); any other
+    exception is a failure of this case only.
+    """
+    start = time.perf_counter()
+    case = read_case(path)
+    route = table.route(case.dim, case.modality, pool.available)
+    if on_route is not None:
+        on_route(case, route)
+    with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
+        segs = segment_case(case, route, pool, on_slice=on_slice)
+    if output is not None:
+        write_segs(output, segs)
+    return CaseResult(case, route, pool.resolve_precision(route.model), segs, time.perf_counter() - start)

@@ -9,19 +9,16 @@ from typing import Any
 
 from models.registry import FALLBACK_MODEL, MODELS
 from router.modality import MODALITY_ALIASES, UNKNOWN_PREFIX
-from router.strategies.triplanar import check_vote_params
+from router.strategies.registry import DEFAULT_2D, DEFAULT_3D, STRATEGIES, STRATEGIES_3D
 
 DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.toml"
-# 3D strategy -> the parameters its table ([modality.X.<strategy>]) may set.
-STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {"propagate": (), "triplanar_vote": ("views", "weights", "min_votes")}
-STRATEGIES_3D = tuple(STRATEGY_PARAMS)
 
 
 @dataclass(frozen=True)
 class Route:
-    """What runs one case: model name, strategy name ("image2d", "propagate", "triplanar_vote"),
-    the strategy's parameters, a note when the route differs from the table (fallback, unknown), and
-    the table's model when it was not built and LiteMedSAM runs instead."""
+    """What runs one case: model name, strategy name (router.strategies.registry), the strategy's
+    parameters, a note when the route differs from the table (fallback, unknown), and the table's model
+    when it was not built and LiteMedSAM runs instead."""
 
     model: str
     strategy: str
@@ -54,29 +51,29 @@ class RoutingTable:
 
     def _check_entry(self, name: str, entry: dict[str, Any]) -> None:
         where = f"{self.source}: [{name}]"
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(s, {}), dict) for s in STRATEGY_PARAMS):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(s, {}), dict) for s in STRATEGIES_3D):
             raise ValueError(f"{where} must be a table (model = ..., strategy_3d = ..., [{name}.<strategy>])")
-        known_keys = ("model", "strategy_3d", *STRATEGY_PARAMS)
+        known_keys = ("model", "strategy_3d", *STRATEGIES_3D)
         unknown_keys = sorted(set(entry) - set(known_keys))
         if unknown_keys:
             raise ValueError(f"{where} has unknown key(s) {unknown_keys} (known: {', '.join(known_keys)})")
         model = entry.get("model", FALLBACK_MODEL)
         if model not in MODELS:
             raise ValueError(f"{where} names unknown model '{model}' (known: {', '.join(MODELS)})")
-        strategy = entry.get("strategy_3d", "propagate")
-        if strategy not in STRATEGIES_3D:
-            raise ValueError(f"{where} names unknown 3D strategy '{strategy}' (known: {', '.join(STRATEGIES_3D)})")
-        for strategy_name, allowed in STRATEGY_PARAMS.items():
-            params = entry.get(strategy_name, {})
-            extra = set(params) - set(allowed)
+        strategy_name = entry.get("strategy_3d", DEFAULT_3D)
+        if strategy_name not in STRATEGIES_3D:
+            raise ValueError(f"{where} names unknown 3D strategy '{strategy_name}' (known: {', '.join(STRATEGIES_3D)})")
+        for name_3d in STRATEGIES_3D:
+            strategy, params = STRATEGIES[name_3d], entry.get(name_3d, {})
+            extra = set(params) - set(strategy.params)
             if extra:
-                raise ValueError(f"{where}.{strategy_name} has unknown parameter(s) {sorted(extra)} "
-                                 f"(known: {', '.join(allowed) or 'none'})")
-            if strategy_name == "triplanar_vote" and params:
+                raise ValueError(f"{where}.{name_3d} has unknown parameter(s) {sorted(extra)} "
+                                 f"(known: {', '.join(strategy.params) or 'none'})")
+            if params:
                 try:
-                    check_vote_params(**params)
+                    strategy.check(**params)
                 except (TypeError, ValueError) as error:
-                    raise ValueError(f"{where}.triplanar_vote: {error}") from error
+                    raise ValueError(f"{where}.{name_3d}: {error}") from error
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingTable:
@@ -100,7 +97,7 @@ class RoutingTable:
         else:
             fallback_from = ""
         if dim == 2:
-            return Route(model, "image2d", {}, "; ".join(notes), fallback_from)
-        strategy = merged.get("strategy_3d", "propagate")
+            return Route(model, DEFAULT_2D, {}, "; ".join(notes), fallback_from)
+        strategy = merged.get("strategy_3d", DEFAULT_3D)
         params = dict(merged.get(strategy, {}))
         return Route(model, strategy, params, "; ".join(notes), fallback_from)

@@ -1,4 +1,9 @@
-"""Shared fixtures: exported IR (made on demand), real demo data from the stardist wheel, case writers."""
+"""Shared fixtures: the exported IR (never exported here), real demo data from the stardist wheel.
+
+Tests are "integration" when they need the exported models, torch, NNCF or Docker (marked here by the
+fixtures they use, or by their module); the rest are unit tests: `pytest -m "not integration"`
+(`./build.sh unit`) runs those in well under a minute without exporting anything.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,21 @@ import pytest
 
 from models.registry import DEFAULT_MODEL_DIR, is_available
 
-ROOT = Path(__file__).resolve().parents[1]
+# A test that uses one of these fixtures needs the exported models.
+MODEL_FIXTURES = frozenset({"ir_dir", "litemedsam", "evit_ir_dir", "torch_baseline"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def ir_dir() -> Path:
-    """models/ir with LiteMedSAM exported (./build.sh test exports first; a bare pytest exports here)."""
+    """models/ir with LiteMedSAM exported; fails with what to run when it is not (./build.sh test exports first)."""
     if not is_available("litemedsam", DEFAULT_MODEL_DIR):
-        from models.export.build_all import build_all
-
-        build_all(DEFAULT_MODEL_DIR, None)
+        pytest.fail(f"LiteMedSAM is not exported in {DEFAULT_MODEL_DIR}: run ./build.sh export first", pytrace=False)
     return DEFAULT_MODEL_DIR
 
 
@@ -34,33 +44,6 @@ def litemedsam(ir_dir):
 @pytest.fixture(scope="session")
 def nuclei() -> tuple[np.ndarray, np.ndarray]:
     """Real fluorescence nuclei from the stardist wheel: (H, W, 3) uint8 image, (H, W) instance labels."""
-    from evaluation.demo_cases import stardist_nuclei
+    from sample_data.stardist import stardist_nuclei
 
     return stardist_nuclei()
-
-
-def write_case(path: Path, **arrays) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
-
-
-def blob_volume(shape=(24, 96, 96), centre=(12, 45, 50), radii=(6, 18, 14), seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """A bright ellipsoid in noise: (D, H, W) uint8 volume and its (D, H, W) bool mask."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    mask = sum(((a - c) / r) ** 2 for a, c, r in zip((z, y, x), centre, radii, strict=True)) <= 1
-    volume = np.clip(40 + 150 * mask + rng.normal(0, 10, shape), 0, 255).astype(np.uint8)
-    return volume, mask
-
-
-def tight_box3d(mask: np.ndarray) -> np.ndarray:
-    """(D, H, W) bool -> [x0, y0, z0, x1, y1, z1] inclusive (the demo cases' own box maker)."""
-    from evaluation.demo_cases import boxes_from_labels
-
-    return boxes_from_labels(mask.astype(np.uint8))[0]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total

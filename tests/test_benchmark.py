@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from evaluation import benchmark
-from tests.conftest import ROOT, write_case
+from tests.helpers import ROOT, write_case
 
 
 def test_child_fp32_reports_figures(tmp_path, ir_dir):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from router.casefile import CaseError, read_case, to_uint8
-from tests.conftest import write_case
+from tests.helpers import write_case
 
 
 def test_float_image_in_unit_range_keeps_its_grey_levels():

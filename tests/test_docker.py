@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, blob_volume, tight_box3d, write_case
+from tests.helpers import ROOT, blob_volume, tight_box3d, write_case
 
 pytestmark = pytest.mark.docker
 

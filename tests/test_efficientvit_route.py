@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import predict
-from evaluation.demo_cases import boxes_from_labels
+from models.boxes import boxes_from_labels
 from models.registry import get_spec
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD, postprocess_masks, preprocess, scale_boxes
-from tests.conftest import write_case
+from tests.helpers import write_case
 
 
 def link_litemedsam_ir(ir_dir, out) -> None:

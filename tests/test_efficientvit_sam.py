@@ -21,6 +21,7 @@ from models.export.weights import WeightsMismatchError, find_weights, load_manif
 from models.predictor import has_precise_stem
 
 ov = pytest.importorskip("openvino")
+pytestmark = pytest.mark.integration  # torch and the model export
 
 # ---------------------------------------------------------------------------------------------------
 # Expected keys, derived from the official code (efficientvit/models/efficientvit/{backbone,sam}.py,

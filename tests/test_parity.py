@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.demo_cases import boxes_from_labels
+from models.boxes import boxes_from_labels
 from router.strategies.image2d import segment_image2d
-from tests.conftest import dice
+from tests.helpers import dice
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import pool as pool_module
 from models.hardware import choose_precision, cpu_budget, cpu_flags, cpu_has_bf16
 from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
 from models.transforms import preprocess
-from router import pipeline
 
 ov = pytest.importorskip("openvino")
 
@@ -138,10 +138,10 @@ def test_model_pool_auto_precision(
     for name in files:
         for suffix in (".xml", ".bin"):
             (tmp_path / name).with_suffix(suffix).symlink_to((ir_dir / name).with_suffix(suffix))
-    monkeypatch.setattr(pipeline, "cpu_has_bf16", lambda: bf16)
-    monkeypatch.setattr(pipeline, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
-    assert pipeline.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
-    assert pipeline.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
+    monkeypatch.setattr(pool_module, "cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
+    assert pool_module.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
+    assert pool_module.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
 
 
 def _affinity() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import predict
-from tests.conftest import ROOT, blob_volume, tight_box3d, write_case
+from tests.helpers import ROOT, blob_volume, tight_box3d, write_case
 
 
 def run_predict(inputs: Path, outputs: Path, capsys) -> tuple[int, str]:

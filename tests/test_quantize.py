@@ -13,12 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.demo_cases import stardist_nuclei, synthetic_ct, synthetic_mr
 from models.export.quantize import calibration_images, calibration_inputs, quantize_encoder
 from models.registry import get_spec, model_dir
 from models.transforms import preprocess
+from sample_data.stardist import stardist_nuclei
+from sample_data.synthetic import synthetic_ct, synthetic_mr
 
 ov = pytest.importorskip("openvino")
+pytestmark = pytest.mark.integration  # torch and the model export
 pytest.importorskip("nncf")
 
 SPEC = get_spec("litemedsam")

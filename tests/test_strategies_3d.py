@@ -7,7 +7,7 @@ import pytest
 
 from router.strategies.propagate3d import propagation_steps, segment_propagate3d
 from router.strategies.triplanar import segment_triplanar, view_boxes
-from tests.conftest import blob_volume, dice, tight_box3d
+from tests.helpers import blob_volume, dice, tight_box3d
 
 
 class CountingPredictor:

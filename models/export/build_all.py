@@ -18,11 +18,13 @@ from models.registry import get_spec
 
 EXPORT_DIR = Path(__file__).resolve().parent
 MODELS_DIR = EXPORT_DIR.parent
+SAMPLE_DATA_DIR = MODELS_DIR.parent / "sample_data"  # the INT8 calibration images come from there
 
 
 def _stamp(name: str, weights: Path | None) -> str:
     digest = hashlib.sha256()
-    for source in sorted(EXPORT_DIR.glob("*.py")) + [MODELS_DIR / "registry.py"]:
+    sources = [*sorted(EXPORT_DIR.glob("*.py")), MODELS_DIR / "registry.py", *sorted(SAMPLE_DATA_DIR.glob("*.py"))]
+    for source in sources:
         digest.update(source.read_bytes())
     if weights is not None:
         digest.update(f"{weights.name}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode())

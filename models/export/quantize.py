@@ -5,14 +5,13 @@
 Calibration uses only real images the project already ships: the stardist wheel's 2D fluorescence
 image (img2d.tif), its 3D stack (img3d.tif, sliced along each axis) and its H&E crop (histo.jpg), with
 crops, flips and contrast variants, plus slices of the seeded synthetic CT/MR/PET demo volumes
-(evaluation.demo_cases). Every sample goes through models.transforms.preprocess, so the activation
+(sample_data.synthetic). Every sample goes through models.transforms.preprocess, so the activation
 ranges are those of the tensors the runtime feeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,19 +27,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SUBSET_SIZE = 64  # under a minute on 2 cores; 32 -> 64 moved the embedding cosine by 0.0005 only
 _SEED = 2024
-
-
-def _to_uint8(image: np.ndarray, low_pct: float = 0.0, high_pct: float = 100.0) -> np.ndarray:
-    """Any-dtype image -> uint8 by a percentile window (0/100: plain min-max, as the challenge data)."""
-    pixels = image.astype(np.float64)
-    low, high = np.percentile(pixels, [low_pct, high_pct])
-    scaled = (np.clip(pixels, low, high) - low) / max(high - low, 1e-8)
-    return np.rint(scaled * 255).astype(np.uint8)
-
-
-def _stardist_file(name: str) -> Path:
-    # located, not imported: stardist's TensorFlow dependencies are not installed
-    return Path(importlib.metadata.distribution("stardist").locate_file(f"stardist/data/images/{name}"))
 
 
 def _variants(image: np.ndarray, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
@@ -69,23 +55,24 @@ def calibration_images(seed: int = _SEED) -> list[np.ndarray]:
     """
     import tifffile
 
-    from evaluation.demo_cases import synthetic_ct, synthetic_mr, synthetic_pet
+    from sample_data.stardist import scale_to_uint8, stardist_file
+    from sample_data.synthetic import synthetic_ct, synthetic_mr, synthetic_pet
 
     rng = np.random.default_rng(seed)
     groups: list[list[np.ndarray]] = []
 
-    nuclei = _to_uint8(tifffile.imread(_stardist_file("img2d.tif")))
-    nuclei_stretched = _to_uint8(tifffile.imread(_stardist_file("img2d.tif")), 1, 99.8)
+    nuclei = scale_to_uint8(tifffile.imread(stardist_file("img2d.tif")))
+    nuclei_stretched = scale_to_uint8(tifffile.imread(stardist_file("img2d.tif")), 1, 99.8)
     groups.append([nuclei, nuclei_stretched, *_variants(nuclei, rng, 14)])
 
-    stack = tifffile.imread(_stardist_file("img3d.tif"))  # (31, 61, 57) uint16
-    stack8 = _to_uint8(stack, 0.5, 99.9)
+    stack = tifffile.imread(stardist_file("img3d.tif"))  # (31, 61, 57) uint16
+    stack8 = scale_to_uint8(stack, 0.5, 99.9)
     slices = [stack8[z] for z in range(2, stack8.shape[0] - 2, 3)]
     slices += [stack8[:, y] for y in range(5, stack8.shape[1] - 5, 10)]
     slices += [stack8[:, :, x] for x in range(5, stack8.shape[2] - 5, 10)]
     groups.append([np.ascontiguousarray(s) for s in slices])
 
-    histo = cv2.imread(str(_stardist_file("histo.jpg")), cv2.IMREAD_COLOR)
+    histo = cv2.imread(str(stardist_file("histo.jpg")), cv2.IMREAD_COLOR)
     if histo is not None:
         histo = cv2.cvtColor(histo, cv2.COLOR_BGR2RGB)
         groups.append([histo, *_variants(histo, rng, 7)])

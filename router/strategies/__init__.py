@@ -1,14 +1,18 @@
 """Segmentation strategies: pure logic over a predictor (`set_image(image, key)`, `predict(boxes)`).
 
-A strategy never knows which model it drives: it sees only the `BoxPredictor` protocol below.
+A strategy never knows which model it drives: it sees only the `BoxPredictor` protocol below. Each
+strategy module defines one `STRATEGY`; `router.strategies.registry` maps names to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Protocol
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
+
+OnSlice = Callable[[], None]
 
 
 class BoxPredictor(Protocol):
@@ -19,3 +23,38 @@ class BoxPredictor(Protocol):
 
     def predict(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) [x0, y0, x1, y1] boxes in the current image's pixels -> (N, H, W) bool masks."""
+
+
+class RunStrategy(Protocol):
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
+        **params: Any,
+    ) -> np.ndarray: ...
+
+
+def _no_check(**params: Any) -> None:
+    """Any value of a known parameter is accepted."""
+
+
+def _no_slices(boxes: np.ndarray, **params: Any) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Everything the router and the runner need to know of one strategy.
+
+    name: the routing table's name for it. dim: the case dimensionality it serves (2 or 3).
+    run(image, boxes, predictor, on_slice=None, **params) -> label map of the image's spatial shape,
+        label i for boxes[i - 1]; on_slice is called once per slice visited (3D progress).
+    params: the parameter names a routing table may set ([modality.X.<name>]).
+    check(**params): raise ValueError (or TypeError) on values it cannot run with (its result is ignored).
+    slice_count(boxes, **params): how many times run() will call on_slice (0 for 2D).
+    """
+
+    name: str
+    dim: int
+    run: RunStrategy
+    params: tuple[str, ...] = ()
+    check: Callable[..., object] = _no_check
+    slice_count: Callable[..., int] = _no_slices

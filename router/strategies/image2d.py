@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor
+from router.strategies import BoxPredictor, OnSlice, Strategy
 from router.strategies.labels import paint_masks
 
 BOX_BATCH = 64
@@ -23,3 +23,10 @@ def segment_image2d(image: np.ndarray, boxes: np.ndarray, predictor: BoxPredicto
         masks = predictor.predict(chunk)
         paint_masks(segs, masks, np.arange(start + 1, start + len(chunk) + 1))
     return segs
+
+
+def _run(image: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None) -> np.ndarray:
+    return segment_image2d(image, boxes, predictor)
+
+
+STRATEGY = Strategy("image2d", dim=2, run=_run)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Hashable, Iterator
 
 import numpy as np
 
-from models.transforms import grow_box, mask_bbox
+from models.boxes import grow_box, mask_bbox
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor
+from router.strategies import BoxPredictor, OnSlice, Strategy
 from router.strategies.labels import paint_masks
 
 # The challenge baseline grows the previous slice's box by 3 px in its 256-pixel frame.
@@ -31,7 +31,7 @@ def propagate_masks(
     boxes: np.ndarray,
     predictor: BoxPredictor,
     view: Hashable = "axial",
-    on_slice: Callable[[], None] | None = None,
+    on_slice: OnSlice | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
@@ -86,10 +86,13 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 
 def segment_propagate3d(
-    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: Callable[[], None] | None = None
+    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1])."""
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))
     for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice):
         paint_masks(segs[z], masks, active + 1)
     return segs
+
+
+STRATEGY = Strategy("propagate", dim=3, run=segment_propagate3d, slice_count=propagation_steps)

@@ -9,13 +9,13 @@ simply the lowest label. Masks are counted only inside each box, so the result s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor
-from router.strategies.propagate3d import propagate_masks
+from router.strategies import BoxPredictor, OnSlice, Strategy
+from router.strategies.propagate3d import propagate_masks, propagation_steps
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -48,7 +48,7 @@ def segment_triplanar(
     views: Sequence[str] = DEFAULT_VIEWS,
     weights: Sequence[float] | None = None,
     min_votes: float = 2.0,
-    on_slice: Callable[[], None] | None = None,
+    on_slice: OnSlice | None = None,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting."""
     weights = check_vote_params(views, weights, min_votes)
@@ -73,3 +73,14 @@ def segment_triplanar(
         segs[region][wins] = index + 1
         best[region][wins] = box_votes[wins]
     return segs
+
+
+def vote_slice_count(boxes: np.ndarray, views: Sequence[str] = DEFAULT_VIEWS, **_: object) -> int:
+    """Slices the vote visits: the propagation steps of every view."""
+    return sum(propagation_steps(view_boxes(boxes, VIEW_AXES[view])) for view in views)
+
+
+STRATEGY = Strategy(
+    "triplanar_vote", dim=3, run=segment_triplanar, params=("views", "weights", "min_votes"), check=check_vote_params,
+    slice_count=vote_slice_count,
+)

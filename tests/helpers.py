@@ -1,0 +1,32 @@
+"""Helpers the tests share (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.boxes import boxes_from_labels
+from sample_data.synthetic import blob_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["ROOT", "blob_volume", "dice", "tight_box3d", "write_case"]
+
+
+def write_case(path: Path, **arrays: np.ndarray) -> Path:
+    """np.savez `arrays` to `path` (parents made); return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def tight_box3d(mask: np.ndarray) -> np.ndarray:
+    """(D, H, W) bool -> [x0, y0, z0, x1, y1, z1] inclusive."""
+    return boxes_from_labels(mask.astype(np.uint8))[0]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool masks; 1.0 when both are empty."""
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
