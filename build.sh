@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|image|bench]
-#   setup   make .venv with the pinned build/test dependencies (idempotent)
+# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|unit|image|bench]
+#   setup   make .venv with the pinned build/test dependencies and this project installed in editable mode
+#           (console scripts seg-predict, seg-score, seg-time in .venv/bin; idempotent)
 #   export  setup + export the models to OpenVINO IR in models/ir (LiteMedSAM always; EfficientViT-SAM
 #           when its checkpoints are in --weights DIR / $WEIGHTS_DIR, verified against the manifest)
 #   demo    export + make the demo cases in demo/ + segment them + score them (the README's main job)
-#   test    export + the test suite (the README's test command; CI runs it)
+#   test    export + ruff + mypy + the Docker image + the whole test suite (the README's test command; CI runs it)
+#   unit    setup + the unit tests only (no export, no Docker: under a minute)
 #   image   export + build the Docker image seg:latest (starts a Docker daemon if none runs)
 #   bench   export + the benchmark (OpenVINO vs the PyTorch baseline) on the demo and dev cases
 set -euo pipefail
@@ -29,7 +31,7 @@ need_space() {  # need_space GIB DIR WHAT
 
 setup() {
   local stamp="$VENV/.requirements.sha256" want
-  want=$(cat requirements.txt requirements-build.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+  want=$(cat requirements.txt requirements-build.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
   if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   say "setting up $VENV (pinned build and test dependencies; torch is build-time only)"
   # torch 2.14.1 with the torchvision that timm needs is a CUDA build: about 6.5 GiB in the venv.
@@ -38,6 +40,8 @@ setup() {
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
   # Only the stardist wheel's bundled demo image is used; its deep-learning deps are not needed.
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps stardist==0.9.2
+  # The project itself, editable (nnU-Net's way): console scripts, and imports from anywhere.
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
   echo "$want" > "$stamp"
 }
 
@@ -60,9 +64,14 @@ demo() {
   return $status
 }
 
+lint() {
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/mypy"  # the runtime: predict.py, router/, models/ (pyproject.toml [tool.mypy])
+}
+
 run_tests() {
   export_models
-  "$VENV/bin/ruff" check .
+  lint
   if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -f docker/build_image.sh ]]; then
     if [[ "$(id -u)" == 0 ]] || docker info >/dev/null 2>&1; then
       build_image || { say "Docker image build failed"; return 1; }
@@ -71,6 +80,12 @@ run_tests() {
     fi
   fi
   "$PY" -m pytest -q -rs "$@"
+}
+
+unit_tests() {
+  setup
+  lint
+  "$PY" -m pytest -q -rs -m "not integration" "$@"
 }
 
 build_image() {
@@ -82,7 +97,7 @@ build_image() {
 bench() {
   export_models
   "$PY" -m evaluation.demo_cases --out "$ROOT/demo"
-  "$PY" -m evaluation.benchmark "$@"
+  "$PY" -m benchmarks "$@"
 }
 
 while [[ $# -gt 0 && "$1" == --* ]]; do
@@ -98,7 +113,8 @@ case "$command" in
   export) export_models ;;
   demo) demo ;;
   test) run_tests "$@" ;;
+  unit) unit_tests "$@" ;;
   image) build_image ;;
   bench) bench "$@" ;;
-  *) echo "usage: ./build.sh [--weights DIR] [setup|export|demo|test|image|bench]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [--weights DIR] [setup|export|demo|test|unit|image|bench]" >&2; exit 2 ;;
 esac

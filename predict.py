@@ -31,11 +31,13 @@ log = logging.getLogger("seg")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-i", "--input", type=Path, default=Path("/workspace/inputs"), help="folder of case .npz files")
-    parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"), help="folder for segs .npz files")
+    parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"),
+                        help="folder for segs .npz files")
     parser.add_argument("--threads", type=int, default=cpu_budget(),
                         help="CPU threads (default: the CPUs this process may use, within a docker --cpus quota)")
     parser.add_argument("--config", type=Path, default=None, help="routing table TOML (default: router/routes.toml)")
-    parser.add_argument("--models", type=Path, default=None, help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                         help="auto (default): bf16 on CPUs with AMX, else int8 where its encoder was built and "
                              "the CPU has VNNI or AVX-512, else fp32; fp32; bf16 (FP32 model computed in bf16, "
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         timings.append((path.stem, result.seconds))
         log.info("%s  %s  %dD  boxes=%d  route=%s  %s  %.2fs", case.name, case.modality, case.dim, len(case.boxes),
                  route.describe(), result.precision, result.seconds)
-        write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + "".join(f"{n},{s:.4f}\n" for n, s in timings))
+        rows = "".join(f"{name},{seconds:.4f}\n" for name, seconds in timings)
+        write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + rows)
 
     log.info("done: %d case(s) written, %d failed", len(timings), failed)
     return 1 if failed else 0

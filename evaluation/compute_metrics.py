@@ -27,9 +27,14 @@ is flagged in the ``status`` column (the official script crashes). Label ids in 
 are absent from the GT are skipped with a warning and a ``note`` (the official script returns NaN
 for the case, or counts the label as 0 when the prediction has it).
 
+The ``modality`` column is the canonical name from :func:`router.modality.parse_case_name` (the
+project's one case-name parser: ``X-Ray`` -> ``XRay``, an unknown token -> ``Unknown:<token>``), or
+``unknown`` for a file name that is not ``2DBox_``/``3DBox_``.
+
 Outputs: per-case CSV (``case, modality, shape, DSC, NSD, status, note``), ``<stem>_per_modality.csv``
 (n, mean and std of DSC and NSD), ``<stem>_summary.json``, the per-modality table on stdout, and
-optionally plots (``--plots``) and NIfTI exports of the 3D cases (``--save-nii``).
+optionally plots (``--plots``, :mod:`evaluation.plots`) and NIfTI exports of the 3D cases
+(``--save-nii``, :mod:`evaluation.nifti`); both modules are imported only when their option is given.
 
 Usage::
 
@@ -72,6 +77,8 @@ from surface_distance import (  # noqa: E402 (must follow the NumPy alias shim a
 )
 from tqdm import tqdm  # noqa: E402
 
+from router.modality import CaseNameError, parse_case_name  # noqa: E402 (importable as a script: build.sh installs the project)
+
 log = logging.getLogger("compute_metrics")
 
 SPACING_ORDERS = ("official", "zyx")
@@ -93,12 +100,6 @@ def _quiet_scipy_namespaces() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*scipy\.ndimage.* namespace", category=DeprecationWarning)
         yield
-
-
-def modality_of(case: str) -> str:
-    """Return the modality token of a case name: ``3DBox_CT_x.npz`` -> ``CT`` (``unknown`` if absent)."""
-    parts = Path(case).name.split("_")
-    return parts[1] if len(parts) >= 3 and parts[0] in ("2DBox", "3DBox") else "unknown"
 
 
 def nsd_spacing(stored: Sequence[float] | None, ndim: int, order: str = "official") -> tuple[float, ...]:
@@ -224,10 +225,20 @@ def score_case(
     return dsc, nsd, notes
 
 
-def _row(case: str, shape: Sequence[int] | None, dsc: float, nsd: float, status: str, notes: Sequence[str]) -> dict:
+def _modality(case: str) -> str:
+    """Canonical modality of a case file name (router's parser); ``unknown`` for a non-challenge name."""
+    try:
+        return parse_case_name(case)[1]
+    except CaseNameError:
+        return "unknown"
+
+
+def _row(
+    case: str, shape: Sequence[int] | None, dsc: float, nsd: float, status: str, notes: Sequence[str]
+) -> dict:
     return {
         "case": case,
-        "modality": modality_of(case),
+        "modality": _modality(case),
         "shape": "x".join(str(int(s)) for s in shape) if shape is not None else "",
         "DSC": dsc,
         "NSD": nsd,
@@ -241,6 +252,15 @@ def _load_key(path: Path, key: str) -> tuple[np.ndarray, np.ndarray | None]:
         if key not in npz.files:
             raise KeyError(key)
         return npz[key], (npz["spacing"] if "spacing" in npz.files else None)
+
+
+def _load_optional(path: Path, key: str) -> np.ndarray | None:
+    """``key`` of an ``.npz``, or None if the file or the key is missing or unreadable (plots, NIfTI export)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz[key] if key in npz.files else None
+    except READ_ERRORS:
+        return None
 
 
 def score_file(gt_path: Path, seg_path: Path, spacing_order: str = "official", tolerance: float = 2.0) -> dict:
@@ -320,7 +340,8 @@ def evaluate(
     workers = (os.cpu_count() or 1) if workers is None else workers
     rows = []
     # disable=None: a bar on a terminal only, as in predict.py, so logs hold no redraws
-    with tqdm(total=len(tasks), desc="scoring", unit="case", disable=None if progress else True, file=sys.stderr) as bar:
+    disable = None if progress else True
+    with tqdm(total=len(tasks), desc="scoring", unit="case", disable=disable, file=sys.stderr) as bar:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 rows.append(_score_task(task))
@@ -424,148 +445,6 @@ def read_runtimes(path: str | Path) -> dict[str, float]:
         return {row[case_col].strip().removesuffix(".npz"): float(row[time_col]) for row in reader}
 
 
-# ----------------------------------------------------------------------------------------------- plots
-
-
-def _load_optional(path: Path, key: str) -> np.ndarray | None:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return npz[key] if key in npz.files else None
-    except READ_ERRORS:
-        return None
-
-
-def plot_per_modality(summary: dict[str, Any], out_png: Path) -> None:
-    """Bar chart of mean DSC and NSD per modality (std as error bars)."""
-    import matplotlib.pyplot as plt
-
-    names = list(summary["per_modality"])
-    stats = [summary["per_modality"][n] for n in names]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
-    for offset, metric in ((-0.2, "DSC"), (0.2, "NSD")):
-        ax.bar(x + offset, [s[f"{metric}_mean"] for s in stats], 0.4, yerr=[s[f"{metric}_std"] for s in stats],
-               capsize=3, label=metric)
-    ax.set_xticks(x, [f"{n}\n(n={s['n']})" for n, s in zip(names, stats, strict=False)])
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("mean score")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-
-
-def plot_runtime_vs_dsc(rows: Sequence[dict], out_png: Path) -> None:
-    """Scatter of running time (s) against DSC, one colour per modality (rows need ``seconds``)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for modality in sorted({r["modality"] for r in rows}):
-        group = [r for r in rows if r["modality"] == modality]
-        ax.scatter([r["seconds"] for r in group], [r["DSC"] for r in group], label=modality, s=20)
-    ax.set_xlabel("running time (s)")
-    ax.set_ylabel("DSC")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-
-
-def plot_overlay(row: dict, image: np.ndarray, gt: np.ndarray, seg: np.ndarray | None,
-                 boxes: np.ndarray | None, out_png: Path) -> None:
-    """Image with GT (green) and predicted (red) contours and the prompt boxes (yellow).
-
-    Args:
-        image: 2D ``(H, W)`` or ``(H, W, 3)``; 3D ``(D, H, W)``.
-        gt, seg: label maps ``(H, W)`` or ``(D, H, W)``; ``seg`` may be None (missing prediction).
-        boxes: 2D ``(N, 4)`` ``x0, y0, x1, y1``; 3D ``(N, 6)`` ``x0, y0, z0, x1, y1, z1`` (inclusive).
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    title = f"{row['case']}  DSC={row['DSC']:.3f}  NSD={row['NSD']:.3f}  [{row['status']}]"
-    if gt.ndim == 3:
-        z = int(np.argmax((gt > 0).sum(axis=(1, 2))))  # slice where the GT is largest
-        image, gt = image[z], gt[z]
-        seg = seg[z] if seg is not None else None
-        if boxes is not None:
-            boxes = np.array([[b[0], b[1], b[3], b[4]] for b in boxes if b[2] <= z <= b[5]]).reshape(-1, 4)
-        title += f"  z={z}"
-    fig, ax = plt.subplots(figsize=(7, 7 * gt.shape[0] / max(gt.shape[1], 1) + 0.5))
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-    for mask, colour in ((gt, "lime"), (seg, "red")):
-        if mask is None:
-            continue
-        for label in np.unique(mask[mask > 0]):
-            ax.contour(mask == label, levels=[0.5], colors=colour, linewidths=0.8)
-    for x0, y0, x1, y1 in boxes if boxes is not None else []:
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, ec="yellow", lw=0.8))
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-
-
-def make_plots(rows: Sequence[dict], summary: dict[str, Any], plots_dir: Path, segs_dir: Path, gts_dir: Path,
-               images_dir: Path | None = None) -> list[Path]:
-    """Write the per-modality chart, the runtime scatter (if rows have ``seconds``) and, with
-    ``images_dir``, an overlay of the worst case of each modality. Returns the written paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: no display on the evaluation hosts
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    written = [plots_dir / "per_modality.png"]
-    plot_per_modality(summary, written[0])
-    timed = [r for r in rows if "seconds" in r and r["status"] not in NOT_SCORED]
-    if timed:
-        written.append(plots_dir / "runtime_vs_dsc.png")
-        plot_runtime_vs_dsc(timed, written[-1])
-    if images_dir is None:
-        return written
-    scored = [r for r in rows if r["status"] not in NOT_SCORED]
-    for modality in sorted({r["modality"] for r in scored}):
-        worst = min((r for r in scored if r["modality"] == modality), key=lambda r: (r["DSC"], r["NSD"], r["case"]))
-        image = _load_optional(images_dir / worst["case"], "imgs")
-        gt = _load_optional(gts_dir / worst["case"], "gts")
-        if image is None or gt is None or image.shape[: gt.ndim] != gt.shape:
-            log.warning("no usable image for %s, overlay skipped", worst["case"])
-            continue
-        seg = _load_optional(segs_dir / worst["case"], "segs")
-        seg = seg if seg is not None and seg.shape == gt.shape else None
-        boxes = _load_optional(images_dir / worst["case"], "boxes")
-        written.append(plots_dir / f"worst_{modality}_{Path(worst['case']).stem}.png")
-        plot_overlay(worst, image, gt, seg, boxes, written[-1])
-    return written
-
-
-def save_nifti(rows: Sequence[dict], segs_dir: Path, gts_dir: Path, out_dir: Path,
-               images_dir: Path | None = None) -> list[Path]:
-    """Write ``<case>_gt.nii.gz``, ``<case>_seg.nii.gz`` and (with ``images_dir``) ``<case>_img.nii.gz``
-    for every 3D case, with the stored ``(x, y, z)`` spacing, for ITK-SNAP / 3D Slicer."""
-    import SimpleITK as sitk
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for r in rows:
-        gt, spacing = (_load_optional(gts_dir / r["case"], k) for k in ("gts", "spacing"))
-        if gt is None or gt.ndim != 3:
-            continue
-        volumes = {"gt": gt, "seg": _load_optional(segs_dir / r["case"], "segs")}
-        if images_dir is not None:
-            volumes["img"] = _load_optional(images_dir / r["case"], "imgs")
-        for kind, vol in volumes.items():
-            if vol is None or vol.shape != gt.shape:
-                continue
-            image = sitk.GetImageFromArray(vol)  # (z, y, x) array -> image of size (x, y, z)
-            if spacing is not None:
-                image.SetSpacing([float(s) for s in spacing])
-            written.append(out_dir / f"{Path(r['case']).stem}_{kind}.nii.gz")
-            sitk.WriteImage(image, str(written[-1]), useCompression=True)
-    return written
-
-
 # ------------------------------------------------------------------------------------------------- CLI
 
 
@@ -587,12 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(physically right)")
     parser.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (1 = no pool)")
-    parser.add_argument("--plots", type=Path, help="folder for PNG plots (per-modality bars, runtime scatter, overlays)")
+    parser.add_argument("--plots", type=Path,
+                        help="folder for PNG plots (per-modality bars, runtime scatter, overlays)")
     parser.add_argument("--efficiency", type=Path,
                         help="running-time CSV: 'case,seconds' (predict.py), 'case,runtime' or 'CaseName,RunningTime'")
     parser.add_argument("--images", type=Path,
-                        help="input .npz folder ('imgs', 'boxes'): overlays of each modality's worst case, NIfTI images")
-    parser.add_argument("--save-nii", type=Path, help="folder for NIfTI (.nii.gz) image/GT/prediction of the 3D cases")
+                        help="input .npz folder ('imgs', 'boxes'): overlays of each modality's worst case, "
+                        "NIfTI images")
+    parser.add_argument("--save-nii", type=Path,
+                        help="folder for NIfTI (.nii.gz) image/GT/prediction of the 3D cases")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -621,9 +503,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("wrote %s", path)
     print(format_table(summary))
     if args.plots is not None:
+        from evaluation.plots import make_plots  # matplotlib only when plots are asked for
+
         for path in make_plots(rows, summary, args.plots, args.segs, args.gts, args.images):
             log.info("wrote %s", path)
     if args.save_nii is not None:
+        from evaluation.nifti import save_nifti  # SimpleITK only when NIfTI files are asked for
+
         written = save_nifti(rows, args.segs, args.gts, args.save_nii, args.images)
         log.info("wrote %d NIfTI file(s) to %s", len(written), args.save_nii)
     return 0

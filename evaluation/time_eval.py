@@ -232,7 +232,8 @@ def time_case(
         (args.output / "logs" / f"{case.stem}{suffix}.log").write_text(run.log)
         peak = f"{run.peak_bytes / 2**20:.0f} MB" if run.peak_bytes is not None else "n/a"
         print(
-            f"{case.name} [{repeat + 1}/{args.repeat}] {run.seconds:.2f}s exit={run.exit_code} peak={peak} {run.status}",
+            f"{case.name} [{repeat + 1}/{args.repeat}] {run.seconds:.2f}s exit={run.exit_code} peak={peak} "
+            f"{run.status}",
             file=sys.stderr,
         )
         if run.status != "ok":

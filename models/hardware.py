@@ -40,8 +40,8 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 def _cgroup_cpu_limit(root: Path) -> float | None:
     """CPUs allowed by a cgroup CPU quota (docker --cpus), v2 or v1; None when unlimited or unknown."""
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "200000 100000"
-        return None if quota == "max" else int(quota) / int(period)
+        quota_v2, period_v2 = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "200000 100000"
+        return None if quota_v2 == "max" else int(quota_v2) / int(period_v2)
     except (OSError, ValueError):
         pass
     try:

@@ -54,5 +54,7 @@ class ModelPool:
             if self.precision == "bf16" and (auto := self._auto_precision(name)) != "bf16":
                 log.warning("WARNING: --precision bf16 on a CPU without AMX: measured slower than %s here "
                             "(see models/hardware.py)", auto)
-            self._predictors[name] = SamPredictor(get_spec(name), self.directory, self.threads, precision, self.cache_bytes)
+            self._predictors[name] = SamPredictor(
+                get_spec(name), self.directory, self.threads, precision, self.cache_bytes
+            )
         return self._predictors[name]

@@ -78,7 +78,8 @@ def _resize_stack(stack: np.ndarray, height: int, width: int) -> np.ndarray:
     out = np.empty((stack.shape[0], height, width), np.float32)
     for start in range(0, stack.shape[0], _CV_MAX_CHANNELS):
         chunk = stack[start : start + _CV_MAX_CHANNELS]
-        resized = cv2.resize(np.ascontiguousarray(chunk.transpose(1, 2, 0)), (width, height), interpolation=cv2.INTER_LINEAR)
+        channels_last = np.ascontiguousarray(chunk.transpose(1, 2, 0))
+        resized = cv2.resize(channels_last, (width, height), interpolation=cv2.INTER_LINEAR)
         out[start : start + len(chunk)] = resized.reshape(height, width, -1).transpose(2, 0, 1)
     return out
 

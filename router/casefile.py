@@ -88,7 +88,9 @@ def _clip_boxes(boxes: np.ndarray, spatial_shape: tuple[int, ...], dim: int) -> 
         if np.any(low > high):
             raise CaseError(f"box {index} is degenerate (a min corner exceeds its max corner): {boxes[index].tolist()}")
         if np.any(high < 0) or np.any(low > upper):
-            raise CaseError(f"box {index} lies entirely outside the image of shape {spatial_shape}: {boxes[index].tolist()}")
+            raise CaseError(
+                f"box {index} lies entirely outside the image of shape {spatial_shape}: {boxes[index].tolist()}"
+            )
     lows = np.clip(lows, 0, upper)
     highs = np.clip(highs, 0, upper)
     return np.concatenate([lows, highs], axis=1).astype(np.int64)
@@ -176,7 +178,7 @@ def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:
     return np.uint8 if num_boxes <= 255 else np.uint16
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a temp file beside `path`, then rename it to `path`: a reader sees the old file or
     the whole new one, never half of it. The file is made readable by all (mkstemp makes 0600)."""
     path = Path(path)

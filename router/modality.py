@@ -45,7 +45,9 @@ def parse_case_name(file_name: str) -> tuple[int, str]:
     tokens = stem.split("_")
     prefix = tokens[0].lower()
     if prefix not in ("2dbox", "3dbox") or len(tokens) < 2 or not tokens[1]:
-        raise CaseNameError(f"file name must look like 2DBox_<Modality>_<id>.npz or 3DBox_<Modality>_<id>.npz: {file_name}")
+        raise CaseNameError(
+            f"file name must look like 2DBox_<Modality>_<id>.npz or 3DBox_<Modality>_<id>.npz: {file_name}"
+        )
     dim = 2 if prefix == "2dbox" else 3
     # The id may contain underscores too: only the modality tokens before it are searched.
     for token in tokens[1:-1] or tokens[1:]:

@@ -45,7 +45,8 @@ class RoutingTable:
             raise ValueError(f"{source}: unknown top-level table(s) {sorted(unknown)} (known: default, modality)")
         misnamed = set(self.modalities) - set(MODALITY_ALIASES)
         if misnamed:
-            raise ValueError(f"{source}: unknown modality table(s) {sorted(misnamed)} (known: {', '.join(MODALITY_ALIASES)})")
+            known = ", ".join(MODALITY_ALIASES)
+            raise ValueError(f"{source}: unknown modality table(s) {sorted(misnamed)} (known: {known})")
         for name, entry in [("default", self.default), *(("modality." + k, v) for k, v in self.modalities.items())]:
             self._check_entry(name, entry)
 

@@ -14,7 +14,8 @@ import numpy as np
 def ellipsoid(shape: tuple[int, int, int], centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
     """(D, H, W) bool: the voxels inside the axis-aligned ellipsoid; centre and radii in (z, y, x) voxels."""
     z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    return ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((x - centre[2]) / radii[2]) ** 2 <= 1
+    distance = ((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2 + ((x - centre[2]) / radii[2]) ** 2
+    return distance <= 1
 
 
 def blob_volume(
@@ -68,7 +69,8 @@ def synthetic_pet(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     volume = np.full(shape, 15.0)
     volume[ellipsoid(shape, (16, 48, 48), (30, 44, 40))] = 40  # body uptake
     labels = np.zeros(shape, np.uint8)
-    for label, (centre, radii, value) in enumerate([((12, 40, 35), (4, 6, 6), 220), ((20, 60, 62), (3, 4, 5), 170)], start=1):
+    hot_spots = [((12, 40, 35), (4, 6, 6), 220), ((20, 60, 62), (3, 4, 5), 170)]
+    for label, (centre, radii, value) in enumerate(hot_spots, start=1):
         inside = ellipsoid(shape, centre, radii)
         volume[inside] = value
         labels[inside] = label

@@ -1,4 +1,5 @@
-"""evaluation/benchmark.py: the child's JSON contract and the table printer (no timing assertions)."""
+"""benchmarks/: the child's JSON contract, the table printer, the compute section and the big image (no timing
+assertions)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import numpy as np
 
-from evaluation import benchmark
+from benchmarks import big_cases, report, roofline
 from tests.helpers import ROOT, write_case
 
 
@@ -21,7 +22,7 @@ def test_child_fp32_reports_figures(tmp_path, ir_dir):
     case = write_case(tmp_path / "imgs" / "2DBox_US_tiny.npz", imgs=image, boxes=boxes)
     gt_file = write_case(tmp_path / "gts" / "2DBox_US_tiny.npz", gts=gt, boxes=boxes)
     done = subprocess.run(
-        [sys.executable, "-m", "evaluation.benchmark", "--child", "fp32", str(case), "--gt", str(gt_file),
+        [sys.executable, "-m", "benchmarks", "--child", "fp32", str(case), "--gt", str(gt_file),
          "--threads", "2", "--models", str(ir_dir)],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )
@@ -44,33 +45,33 @@ def test_table_printer_handles_missing_and_failed_methods():
         {"case": "3DBox_CT_b", "method": "int8", "error": "RuntimeError: boom"},
     ]
     for r in rows:
-        r.update(group=benchmark._group(r["case"]), modality=benchmark._modality(r["case"]))
-    benchmark.add_speedups(rows)
+        r.update(group=report._group(r["case"]), modality=report._modality(r["case"]))
+    report.add_speedups(rows)
     methods = ["torch", "fp32", "int8"]
-    table = benchmark.format_table(rows, methods, benchmark.SPEED_COLUMNS)
+    table = report.format_table(rows, methods, report.SPEED_COLUMNS)
     lines = table.splitlines()
     assert len(lines) == 5 and "ERR" in lines[4]
-    assert lines[3].split("|")[3].split() == ["-"] * len(benchmark.SPEED_COLUMNS)  # int8 never ran on case a
-    assert lines[4].split("|")[1].split() == ["-"] * len(benchmark.SPEED_COLUMNS)  # torch never ran on case b
+    assert lines[3].split("|")[3].split() == ["-"] * len(report.SPEED_COLUMNS)  # int8 never ran on case a
+    assert lines[4].split("|")[1].split() == ["-"] * len(report.SPEED_COLUMNS)  # torch never ran on case b
     assert "2.0" in lines[3].split("|")[2]  # speed-up 4 s / 2 s
-    summaries = benchmark.format_summaries(rows, methods)
+    summaries = report.format_summaries(rows, methods)
     assert "2D: mean 2.0x" in summaries and "3D: -" in summaries
 
 
 def test_roof_child_and_compute_section():
-    done = subprocess.run([sys.executable, "-m", "evaluation.benchmark", "--child", "roof", "-", "--threads", "2"],
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--child", "roof", "-", "--threads", "2"],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     roof = json.loads(done.stdout.strip().splitlines()[-1])["roof"]
     assert roof["fp32"] > 1.0 and all(rate > 0 for rate in roof.values())
     rows = [{"case": "2DBox_US_a", "method": "fp32", "model": "litemedsam", "encoder_calls": 2, "encoder_seconds": 1.0}]
-    text = benchmark.format_compute(rows, ["fp32"], 75.0, 2, 2, {"fp32": 300.0})
+    text = roofline.format_compute(rows, ["fp32"], 75.0, 2, 2, {"fp32": 300.0})
     # 75 GFLOP in 0.5 s = 150 GFLOP/s = half of the 300 GFLOP/s roof
     assert "fp32 measured roof: 300 GFLOP/s" in text and "150.0 GFLOP/s" in text and "50% of the measured roof" in text
 
 
 def test_big_image_boxes_are_tight_and_in_label_order(tmp_path):
-    case, gt = benchmark.make_big_image(tmp_path, size=256, objects=40)
+    case, gt = big_cases.make_big_image(tmp_path, size=256, objects=40)
     with np.load(case) as npz:
         image, boxes = npz["imgs"], npz["boxes"]
     with np.load(gt) as npz:
@@ -80,4 +81,4 @@ def test_big_image_boxes_are_tight_and_in_label_order(tmp_path):
     for label, (x0, y0, x1, y1) in enumerate(boxes, start=1):
         ys, xs = np.nonzero(labels == label)
         assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
-    assert benchmark._group(case.stem) == "big"
+    assert report._group(case.stem) == "big"

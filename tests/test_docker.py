@@ -132,7 +132,8 @@ def test_time_eval_records_every_case(tiny_image: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     names = ["2DBox_Mem_0001", "3DBox_CT_0002", "2DBox_Fail_0001", "2DBox_NoOut_0001", "3DBox_Slow_0001"]
     for name in names:
-        write_case(inputs / f"{name}.npz", imgs=rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), boxes=np.array([[1, 1, 5, 5]]))
+        image = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        write_case(inputs / f"{name}.npz", imgs=image, boxes=np.array([[1, 1, 5, 5]]))
     (inputs / "notes.txt").write_text("not a case")
 
     done = subprocess.run(
@@ -198,7 +199,8 @@ def demo_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image[50:64, 10:30] = 160
     write_case(folder / "2DBox_Endoscopy_d1.npz", imgs=image, boxes=np.array([[28, 18, 71, 45], [8, 48, 31, 65]]))
     volume, mask = blob_volume(shape=(10, 64, 64), centre=(5, 30, 32), radii=(3, 12, 10))
-    write_case(folder / "3DBox_CT_d2.npz", imgs=volume, boxes=tight_box3d(mask)[None], spacing=np.array([0.8, 0.8, 2.5]))
+    write_case(folder / "3DBox_CT_d2.npz", imgs=volume, boxes=tight_box3d(mask)[None],
+               spacing=np.array([0.8, 0.8, 2.5]))
     return folder
 
 
@@ -220,7 +222,9 @@ def assert_same_segs(outputs: Path, host_segs: dict[str, np.ndarray], names: lis
         assert np.array_equal(segs, host_segs[name]), f"{name}: container and host segmentations differ"
 
 
-def test_default_cmd_matches_host(seg_image: str, demo_cases: Path, host_segs: dict[str, np.ndarray], tmp_path: Path) -> None:
+def test_default_cmd_matches_host(
+    seg_image: str, demo_cases: Path, host_segs: dict[str, np.ndarray], tmp_path: Path
+) -> None:
     outputs = tmp_path / "out"
     open_folders(demo_cases, outputs)
     status, log = run_container(seg_image, demo_cases, outputs)

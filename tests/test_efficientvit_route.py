@@ -47,7 +47,8 @@ def test_microscopy_routes_to_efficientvit_when_built(evit_ir_dir, nuclei, tmp_p
     assert status == 0, err
     evit_line = next(line for line in err.splitlines() if line.startswith("2DBox_Microscope_evit"))
     assert "route=efficientvit_sam_l0/image2d" in evit_line and "fell back" not in err
-    assert "route=litemedsam/image2d" in next(line for line in err.splitlines() if line.startswith("2DBox_Endoscopy_lite"))
+    summary = next(line for line in err.splitlines() if line.startswith("2DBox_Endoscopy_lite"))
+    assert "route=litemedsam/image2d" in summary
     with np.load(tmp_path / "out" / "2DBox_Microscope_evit.npz") as npz:
         assert npz["segs"].shape == (200, 300) and npz["segs"].dtype == np.uint8
 

@@ -232,8 +232,25 @@ def test_read_runtimes_accepts_both_formats(tmp_path: Path) -> None:
     assert cm.read_runtimes(ours) == {"2DBox_US_a": 1.5}
     assert cm.read_runtimes(theirs) == {"3DBox_CT_b": 7.25}
     assert cm.read_runtimes(official) == {"3DBox_CT_c": 2.0}
-    assert cm.modality_of("2DBox_X-Ray_JSRT004.npz") == "X-Ray"
-    assert cm.modality_of("other.npz") == "unknown"
+
+
+def test_modality_column_uses_the_router_case_name_parser(tmp_path: Path) -> None:
+    (tmp_path / "gts").mkdir()
+    (tmp_path / "segs").mkdir()
+    gt = np.zeros((8, 8), np.uint8)
+    gt[2:6, 2:6] = 1
+    names = ("2DBox_X-Ray_JSRT004.npz", "2DBox_Microscope_a.npz", "2DBox_Foo_b.npz", "other.npz")
+    for name in names:
+        np.savez(tmp_path / "gts" / name, gts=gt)
+        np.savez(tmp_path / "segs" / name, segs=gt)
+    rows = cm.evaluate(tmp_path / "segs", tmp_path / "gts", workers=1, progress=False)
+    assert {r["case"]: r["modality"] for r in rows} == {
+        "2DBox_X-Ray_JSRT004.npz": "XRay",  # canonical names, as the router's parse_case_name
+        "2DBox_Microscope_a.npz": "Microscopy",
+        "2DBox_Foo_b.npz": "Unknown:Foo",
+        "other.npz": "unknown",  # not a challenge name: still scored, not an error
+    }
+    assert all(r["status"] == "ok" for r in rows)
 
 
 def _write_cli_fixture(root: Path) -> tuple[Path, Path, Path]:

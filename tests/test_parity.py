@@ -12,7 +12,7 @@ from tests.helpers import dice
 
 @pytest.fixture(scope="module")
 def torch_baseline():
-    from evaluation.baseline_torch import TorchBaseline
+    from benchmarks.baseline_torch import TorchBaseline
 
     return TorchBaseline(threads=2)
 
@@ -26,7 +26,7 @@ def test_per_box_parity_on_real_nuclei(nuclei, litemedsam, torch_baseline):
     litemedsam.set_image(image)
     ov_masks = litemedsam.predict(boxes)
 
-    from evaluation.baseline_torch import _box_to_256
+    from benchmarks.baseline_torch import _box_to_256
 
     embedding, new_hw = torch_baseline.embed(image)
     scores = []

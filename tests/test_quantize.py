@@ -133,7 +133,9 @@ def _random_box_decoder():
     return BoxDecoder(prompt, MaskDecoder(num_multimask_outputs=3, transformer=transformer, transformer_dim=256)).eval()
 
 
-BOXES = torch.tensor([[10.0, 20.0, 120.0, 140.0], [0, 0, 255, 255], [100, 100, 110, 108], [30, 200, 90, 250], [5, 5, 6, 6]])
+BOXES = torch.tensor(
+    [[10.0, 20.0, 120.0, 140.0], [0, 0, 255, 255], [100, 100, 110, 108], [30, 200, 90, 250], [5, 5, 6, 6]]
+)
 
 
 def test_decoder_matches_sam_and_each_box_is_independent(tmp_path: Path) -> None:

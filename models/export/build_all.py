@@ -41,7 +41,8 @@ def _up_to_date(out_dir: Path, name: str, stamp: str) -> bool:
 def _quantize_if_stale(out_dir: Path, name: str, stamp: str, exported: bool) -> None:
     """Make the INT8 encoder when it is missing, older than the export code, or its FP32 source was just redone."""
     stamp_file = out_dir / f".{name}_int8.stamp"
-    fresh = (out_dir / get_spec(name).encoder_int8_file).is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp
+    int8_file = out_dir / get_spec(name).encoder_int8_file
+    fresh = int8_file.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp
     if fresh and not exported:
         return
     from models.export.quantize import quantize_encoder
@@ -94,7 +95,8 @@ def build_all(out_dir: Path, weights_dir: Path | None) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=MODELS_DIR / "ir")
-    parser.add_argument("--weights", type=Path, default=None, help="folder with official checkpoints (EfficientViT-SAM)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="folder with official checkpoints (EfficientViT-SAM)")
     args = parser.parse_args()
     built = build_all(args.out, args.weights)
     print(f"[export] models in {args.out}: {', '.join(built)}", file=sys.stderr)

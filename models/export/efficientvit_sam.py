@@ -267,7 +267,8 @@ class SamNeck(nn.Module):
         self.middle = OpSequential(
             [ResidualBlock(FusedMBConv(width, width, 1, expand=1), True) for _ in range(head_depth)]
         )
-        self.output_ops = nn.ModuleList([OpSequential([ConvLayer(width, out_dim, 1, bias=True, norm=False, act=False)])])
+        output_conv = ConvLayer(width, out_dim, 1, bias=True, norm=False, act=False)
+        self.output_ops = nn.ModuleList([OpSequential([output_conv])])
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         f4, f3, f2 = (op(features[f]) for op, f in zip(self.input_ops, self.FEATURES, strict=True))

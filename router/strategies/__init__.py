@@ -25,13 +25,6 @@ class BoxPredictor(Protocol):
         """(N, 4) [x0, y0, x1, y1] boxes in the current image's pixels -> (N, H, W) bool masks."""
 
 
-class RunStrategy(Protocol):
-    def __call__(
-        self, image: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
-        **params: Any,
-    ) -> np.ndarray: ...
-
-
 def _no_check(**params: Any) -> None:
     """Any value of a known parameter is accepted."""
 
@@ -54,7 +47,7 @@ class Strategy:
 
     name: str
     dim: int
-    run: RunStrategy
+    run: Callable[..., np.ndarray]
     params: tuple[str, ...] = ()
     check: Callable[..., object] = _no_check
     slice_count: Callable[..., int] = _no_slices

@@ -54,7 +54,7 @@ def propagate_masks(
             if active.size == 0:
                 continue
             prompts = np.empty((active.size, 4))
-            for row, index in enumerate(active):
+            for row, index in enumerate(active.tolist()):
                 if upward and z == z_mid[index]:
                     prompts[row] = boxes_2d[index]
                     continue
@@ -62,7 +62,7 @@ def propagate_masks(
                 prompts[row] = boxes_2d[index] if prior is None else grow_box(prior, margin, (height, width))
             predictor.set_image(volume[z], key=(view, z))
             masks = predictor.predict(prompts)
-            for row, index in enumerate(active):
+            for row, index in enumerate(active.tolist()):
                 previous[index] = mask_bbox(masks[row])
                 if upward and z == z_mid[index]:
                     mid_bbox[index] = previous[index]

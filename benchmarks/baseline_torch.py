@@ -5,7 +5,7 @@ Re-states CVPR24_LiteMedSAM_infer.py: per case, per box; 3D cases encode every s
 again (no embedding cache), walking from the middle slice up to z_max and down to z_min with the
 previous slice's mask box grown by 3 px in the 256 frame.
 
-    python -m evaluation.baseline_torch -i INPUTS -o OUTPUTS [--threads N]
+    python -m benchmarks.baseline_torch -i INPUTS -o OUTPUTS [--threads N]
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class TorchBaseline:
         return segs
 
     def segment_file(self, path: Path) -> np.ndarray:
+        """One challenge .npz case -> its label map (2D or 3D by the file name, as the baseline decides)."""
         with np.load(path, allow_pickle=False) as npz:
             image, boxes = npz["imgs"], npz["boxes"]
         if Path(path).name.startswith("2D"):
@@ -124,6 +125,7 @@ class TorchBaseline:
 
 
 def main() -> None:
+    """Segment every .npz of --input into --output, printing each case's seconds."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-i", "--input", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, required=True)

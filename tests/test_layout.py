@@ -1,0 +1,92 @@
+"""Who may import whom (docs/architecture.md): data flows read -> route -> strategy -> predictor -> write,
+and nothing low imports something high. Read from the source with ast, so imports inside functions count."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import ROOT, write_case
+
+PROJECT_PACKAGES = ("predict", "models", "router", "evaluation", "benchmarks", "sample_data", "tests")
+# part of the tree -> the project packages it may import (itself included)
+ALLOWED: dict[str, set[str]] = {
+    "models": {"models"},
+    "models.export": {"models", "sample_data"},  # build time: calibration images
+    "router": {"models", "router"},
+    "predict": {"models", "router"},
+    "sample_data": {"models", "sample_data"},
+    "evaluation": {"models", "router", "evaluation", "sample_data"},
+    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data"},
+}
+RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "tests", "matplotlib")
+
+
+def _part(module: str) -> str:
+    return "models.export" if module.startswith("models.export") else module.split(".")[0]
+
+
+def _imports(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name.split(".")[0] for name in names if name.split(".")[0] in PROJECT_PACKAGES}
+
+
+def _sources() -> list[tuple[str, object]]:
+    found = [("predict", ROOT / "predict.py")]
+    for package in ("models", "router", "evaluation", "benchmarks", "sample_data"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found.append((module, path))
+    return found
+
+
+def test_no_import_runs_upward() -> None:
+    wrong = []
+    for module, path in _sources():
+        part = _part(module)
+        for imported in _imports(path):
+            if imported not in ALLOWED[part] and not (part == "models.export" and imported == "models"):
+                wrong.append(f"{module} imports {imported}")
+    assert not wrong, wrong
+
+
+def test_runtime_works_with_dev_code_and_torch_blocked(tmp_path, ir_dir) -> None:
+    """predict.py and all it imports run where torch, the evaluation and dev folders are absent (the image)."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+    image[10:30, 20:40] = 200
+    write_case(tmp_path / "in" / "2DBox_CT_x.npz", imgs=image, boxes=np.array([[20, 10, 39, 29]]))
+    volume = np.clip(rng.normal(40, 5, (6, 40, 40)), 0, 255).astype(np.uint8)
+    volume[1:5, 10:30, 10:30] = 200
+    write_case(tmp_path / "in" / "3DBox_PET_y.npz", imgs=volume, boxes=np.array([[10, 10, 1, 29, 29, 4]]),
+               spacing=np.array([4.0, 4.0, 4.0]))
+    code = (
+        "import sys\n"
+        f"for name in {RUNTIME_BLOCKED!r}: sys.modules[name] = None  # importing any of them now fails\n"
+        f"import predict; status = predict.main(['-i', r'{tmp_path / 'in'}', '-o', r'{tmp_path / 'out'}', "
+        "'--no-progress'])\n"
+        f"loaded = [m for m in sys.modules if sys.modules[m] is not None and m.split('.')[0] in {RUNTIME_BLOCKED!r}]\n"
+        "assert not loaded, loaded\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("2DBox_CT_x", "3DBox_PET_y"):
+        with np.load(tmp_path / "out" / f"{name}.npz") as npz:
+            assert npz["segs"].any()
+
+
+@pytest.mark.parametrize("script", ["seg-predict", "seg-score", "seg-time"])
+def test_console_scripts_are_installed(script: str) -> None:
+    """./build.sh setup installs the project in editable mode with its console scripts."""
+    done = subprocess.run([str(ROOT / ".venv" / "bin" / script), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
