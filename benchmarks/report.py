@@ -21,14 +21,14 @@ CSV_COLUMNS = ("case", "group", "modality", "method", "model", "route", "status"
 BIG_TITLES = {BIG_VOLUME_NAME: "Big volume (100x512x512, 6 boxes", BIG_IMAGE_NAME: "Big image (2048x2048, ~300 boxes"}
 
 
-def _group(case: str) -> str:
+def case_group(case: str) -> str:
     """'big' for the synthetic big cases (kept out of the summaries), else '2D' or '3D'."""
     if case in (BIG_VOLUME_NAME, BIG_IMAGE_NAME):
         return "big"
     return "2D" if case.startswith("2D") else "3D"
 
 
-def _modality(case: str) -> str:
+def case_modality(case: str) -> str:
     """The modality of a challenge case name, 'unknown' for any other name."""
     try:
         return parse_case_name(case)[1]

@@ -36,9 +36,9 @@ from benchmarks.big_cases import make_big_image, make_big_volume
 from benchmarks.report import (
     ACCURACY_COLUMNS,
     SPEED_COLUMNS,
-    _group,
-    _modality,
     add_speedups,
+    case_group,
+    case_modality,
     format_big,
     format_notes,
     format_summaries,
@@ -264,7 +264,7 @@ def _torch_cases(cases: Sequence[tuple[Path, Path | None]], quick: bool, methods
     """The cases torch runs on: all of them, or with --quick the 2D ones and the cheapest 3D one."""
     if not quick:
         return {path for path, _ in cases}
-    three_d = [p for p, _ in cases if p.name.startswith("3D") and _group(p.stem) != "big"]
+    three_d = [p for p, _ in cases if p.name.startswith("3D") and case_group(p.stem) != "big"]
     chosen = {p for p, _ in cases if p.name.startswith("2D")}
     chosen |= {min(three_d, key=lambda p: (case_cost(p), p.name))} if three_d else set()
     if "torch" in methods:
@@ -282,7 +282,7 @@ def _run_cases(cases: Sequence[tuple[Path, Path | None]], methods: Sequence[str]
             if method == "torch" and path not in torch_cases:
                 continue
             result = run_method(method, path, gt, threads, models)
-            result.update(case=path.stem, group=_group(path.stem), modality=_modality(path.stem),
+            result.update(case=path.stem, group=case_group(path.stem), modality=case_modality(path.stem),
                           status="error: " + result["error"] if result.get("error") else "ok")
             rows.append(result)
             figures = result["status"] if result.get("error") else (

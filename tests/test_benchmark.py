@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from benchmarks import big_cases, report, roofline
 from tests.helpers import ROOT, write_case
@@ -45,7 +46,7 @@ def test_table_printer_handles_missing_and_failed_methods():
         {"case": "3DBox_CT_b", "method": "int8", "error": "RuntimeError: boom"},
     ]
     for r in rows:
-        r.update(group=report._group(r["case"]), modality=report._modality(r["case"]))
+        r.update(group=report.case_group(r["case"]), modality=report.case_modality(r["case"]))
     report.add_speedups(rows)
     methods = ["torch", "fp32", "int8"]
     table = report.format_table(rows, methods, report.SPEED_COLUMNS)
@@ -58,6 +59,7 @@ def test_table_printer_handles_missing_and_failed_methods():
     assert "2D: mean 2.0x" in summaries and "3D: -" in summaries
 
 
+@pytest.mark.integration  # a 137 GFLOP MatMul: tens of seconds on 2 cores
 def test_roof_child_and_compute_section():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--child", "roof", "-", "--threads", "2"],
                           cwd=ROOT, capture_output=True, text=True, check=False)
@@ -81,4 +83,4 @@ def test_big_image_boxes_are_tight_and_in_label_order(tmp_path):
     for label, (x0, y0, x1, y1) in enumerate(boxes, start=1):
         ys, xs = np.nonzero(labels == label)
         assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
-    assert report._group(case.stem) == "big"
+    assert report.case_group(case.stem) == "big"
