@@ -9,9 +9,12 @@ from typing import Any
 
 from models.registry import FALLBACK_MODEL, MODELS
 from router.modality import MODALITY_ALIASES, UNKNOWN_PREFIX
-from router.strategies.registry import DEFAULT_2D, DEFAULT_3D, STRATEGIES, STRATEGIES_3D
+from router.strategies.registry import DEFAULT_2D, DEFAULT_3D, STRATEGIES
 
 DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.toml"
+# case dimensionality -> the table key that picks its strategy, and the strategy when none is picked
+STRATEGY_KEYS = {2: "strategy_2d", 3: "strategy_3d"}
+DEFAULTS = {2: DEFAULT_2D, 3: DEFAULT_3D}
 
 
 @dataclass(frozen=True)
@@ -52,29 +55,31 @@ class RoutingTable:
 
     def _check_entry(self, name: str, entry: dict[str, Any]) -> None:
         where = f"{self.source}: [{name}]"
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(s, {}), dict) for s in STRATEGIES_3D):
-            raise ValueError(f"{where} must be a table (model = ..., strategy_3d = ..., [{name}.<strategy>])")
-        known_keys = ("model", "strategy_3d", *STRATEGIES_3D)
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(s, {}), dict) for s in STRATEGIES):
+            raise ValueError(f"{where} must be a table (model = ..., strategy_2d/3d = ..., [{name}.<strategy>])")
+        known_keys = ("model", *STRATEGY_KEYS.values(), *STRATEGIES)
         unknown_keys = sorted(set(entry) - set(known_keys))
         if unknown_keys:
             raise ValueError(f"{where} has unknown key(s) {unknown_keys} (known: {', '.join(known_keys)})")
         model = entry.get("model", FALLBACK_MODEL)
         if model not in MODELS:
             raise ValueError(f"{where} names unknown model '{model}' (known: {', '.join(MODELS)})")
-        strategy_name = entry.get("strategy_3d", DEFAULT_3D)
-        if strategy_name not in STRATEGIES_3D:
-            raise ValueError(f"{where} names unknown 3D strategy '{strategy_name}' (known: {', '.join(STRATEGIES_3D)})")
-        for name_3d in STRATEGIES_3D:
-            strategy, params = STRATEGIES[name_3d], entry.get(name_3d, {})
+        for dim, key in STRATEGY_KEYS.items():
+            strategy_name = entry.get(key, DEFAULTS[dim])
+            names = [n for n, strategy in STRATEGIES.items() if strategy.dim == dim]
+            if strategy_name not in names:
+                raise ValueError(f"{where} names unknown {dim}D strategy '{strategy_name}' (known: {', '.join(names)})")
+        for strategy_name, strategy in STRATEGIES.items():
+            params = entry.get(strategy_name, {})
             extra = set(params) - set(strategy.params)
             if extra:
-                raise ValueError(f"{where}.{name_3d} has unknown parameter(s) {sorted(extra)} "
+                raise ValueError(f"{where}.{strategy_name} has unknown parameter(s) {sorted(extra)} "
                                  f"(known: {', '.join(strategy.params) or 'none'})")
             if params:
                 try:
                     strategy.check(**params)
                 except (TypeError, ValueError) as error:
-                    raise ValueError(f"{where}.{name_3d}: {error}") from error
+                    raise ValueError(f"{where}.{strategy_name}: {error}") from error
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingTable:
@@ -97,8 +102,6 @@ class RoutingTable:
             model = FALLBACK_MODEL
         else:
             fallback_from = ""
-        if dim == 2:
-            return Route(model, DEFAULT_2D, {}, "; ".join(notes), fallback_from)
-        strategy = merged.get("strategy_3d", DEFAULT_3D)
+        strategy = merged.get(STRATEGY_KEYS[dim], DEFAULTS[dim])
         params = dict(merged.get(strategy, {}))
         return Route(model, strategy, params, "; ".join(notes), fallback_from)

@@ -85,6 +85,8 @@ def test_config_override(tmp_path):
     [
         ('[modality.CT]\nmodel = "unet"\n', "unknown model 'unet'"),
         ('[modality.CT]\nstrategy_3d = "slicewise"\n', "unknown 3D strategy 'slicewise'"),
+        ('[modality.CT]\nstrategy_3d = "image2d"\n', "unknown 3D strategy 'image2d'"),
+        ('[modality.US]\nstrategy_2d = "propagate"\n', "unknown 2D strategy 'propagate'"),
         ('[modality.Xray]\nmodel = "litemedsam"\n', r"unknown modality table\(s\) \['Xray'\]"),
         ('[modalities.CT]\nmodel = "litemedsam"\n', "unknown top-level table"),
         ('[default]\nstrategy3d = "propagate"\n', r"\[default\] has unknown key\(s\) \['strategy3d'\]"),

@@ -9,7 +9,6 @@ STRATEGIES: dict[str, Strategy] = {
 }
 DEFAULT_2D = image2d.STRATEGY.name
 DEFAULT_3D = propagate3d.STRATEGY.name
-STRATEGIES_3D = tuple(name for name, strategy in STRATEGIES.items() if strategy.dim == 3)
 
 
 def get_strategy(name: str) -> Strategy:
