@@ -56,6 +56,7 @@ def test_default_table_routes():
     assert table.route(3, "MR", everything).strategy == "propagate"
     ct_slice = table.route(2, "CT", everything)
     assert (ct_slice.model, ct_slice.strategy) == ("litemedsam", "image2d")
+    assert ct_slice.params["zoom_below"] > 0  # small boxes zoomed, from [default.image2d]
     assert table.route(2, "Endoscopy", everything).model == "litemedsam"
 
 
