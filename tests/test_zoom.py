@@ -42,6 +42,15 @@ def test_every_box_once_and_inside_its_window(image_hw: tuple[int, int]) -> None
     assert set(np.flatnonzero(big)) <= set(whole.tolist())  # large boxes are never zoomed
 
 
+def test_window_count_is_capped() -> None:
+    rng = np.random.default_rng(7)
+    boxes = _random_boxes(rng, 2000, (2048, 2048), 30)
+    uncapped = plan_windows(boxes, (2048, 2048), 0.1, 3.0, 64, max_windows=10_000)
+    capped = plan_windows(boxes, (2048, 2048), 0.1, 3.0, 64, max_windows=40)
+    assert len(uncapped) > 100 and len(capped) <= 41  # + the whole image for boxes that fit no tile
+    assert sorted(np.concatenate([i for _, i in capped]).tolist()) == list(range(len(boxes)))
+
+
 def test_no_zoom_is_one_whole_image_pass() -> None:
     boxes = np.array([[10, 10, 20, 20], [100, 100, 300, 300]])
     (window, indices), = plan_windows(boxes, (512, 512), zoom_below=0.0, tile_scale=3.0)

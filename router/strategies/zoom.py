@@ -33,13 +33,23 @@ def _contains(window: Window, box: np.ndarray) -> bool:
     return bool(box[0] >= x0 and box[1] >= y0 and box[2] < x1 and box[3] < y1)
 
 
+def _group_by_tile(boxes: np.ndarray, indices: np.ndarray, tile: int) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index in indices:
+        x0, y0, x1, y1 = boxes[index]
+        groups[(int((y0 + y1) // 2 // tile), int((x0 + x1) // 2 // tile))].append(int(index))
+    return groups
+
+
 def plan_windows(
-    boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float, tile_scale: float, min_window: int = 256
+    boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float, tile_scale: float, min_window: int = 256,
+    max_windows: int = 64,
 ) -> list[tuple[Window | None, np.ndarray]]:
     """(N, 4) boxes -> [(window or None for the whole image, indices of the boxes decoded there)].
 
     Every box appears exactly once. zoom_below 0 (or no small box) gives one whole-image entry.
     min_window: the smallest window side in image pixels (tiles grow to reach it).
+    max_windows: tiles grow until the small boxes need at most this many windows (encoder passes).
     """
     height, width = image_hw
     longest = max(height, width)
@@ -49,12 +59,12 @@ def plan_windows(
     if not small.any():
         return [(None, np.arange(len(boxes)))]
     tile = int(max(-(-min_window * 2 // 3), round(tile_scale * float(np.median(sides[small])))))
-    context = -(-tile // 4)
     whole: list[int] = list(np.flatnonzero(~small))
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index in np.flatnonzero(small):
-        x0, y0, x1, y1 = boxes[index]
-        groups[(int((y0 + y1) // 2 // tile), int((x0 + x1) // 2 // tile))].append(int(index))
+    groups = _group_by_tile(boxes, np.flatnonzero(small), tile)
+    while len(groups) > max_windows:  # a cap on encoder passes for images with thousands of cells
+        tile = int(np.ceil(tile * np.sqrt(len(groups) / max_windows)))
+        groups = _group_by_tile(boxes, np.flatnonzero(small), tile)
+    context = -(-tile // 4)
     for (row, col), members in sorted(groups.items()):
         window = fit_window(row * tile - context, col * tile - context, tile + 2 * context, image_hw)
         if window[2] - window[0] >= height and window[3] - window[1] >= width:
