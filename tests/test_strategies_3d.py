@@ -16,6 +16,7 @@ class CountingPredictor:
     def __init__(self, predictor) -> None:
         self.predictor = predictor
         self.keys: list = []
+        self.prompts: list[np.ndarray] = []
 
     def set_image(self, image, key=None):
         calls = self.predictor.encoder_calls
@@ -24,6 +25,7 @@ class CountingPredictor:
             self.keys.append(key)
 
     def predict(self, boxes):
+        self.prompts.append(np.array(boxes, np.float64))
         return self.predictor.predict(boxes)
 
 
@@ -42,6 +44,25 @@ def test_propagation_finds_the_object_and_stays_in_z_range(litemedsam):
     z0, z1 = box[2], box[5]
     assert segs[:z0].max() == 0 and segs[z1 + 1 :].max() == 0
     assert all(segs[z].any() for z in range(z0 + 1, z1))  # found on every inner slice, not just the middle
+
+
+def test_core_slices_take_the_given_box_and_the_ends_propagate(litemedsam):
+    volume, mask = blob_volume(shape=(24, 96, 96), centre=(12, 45, 50), radii=(8, 18, 14))
+    box = tight_box3d(mask)
+    given = box[[0, 1, 3, 4]].astype(np.float64)
+    litemedsam.reset()
+    counting = CountingPredictor(litemedsam)
+    segs = segment_propagate3d(volume, box[None], counting, core=0.5)
+    slices = box[5] - box[2] + 1
+    assert len(counting.prompts) == slices  # one decoder call per slice, as core=0
+    from_box = sum(np.array_equal(prompt[0], given) for prompt in counting.prompts)
+    half = (box[5] - box[2]) / 2
+    assert from_box == sum(abs(z - (box[2] + (box[5] - box[2]) // 2)) <= 0.5 * half for z in range(box[2], box[5] + 1))
+    assert from_box < slices  # the outer slices follow the narrowing object
+    assert dice(segs == 1, mask) > 0.85
+    litemedsam.reset()
+    assert np.array_equal(segment_propagate3d(volume, box[None], litemedsam, core=0.0),
+                          segment_propagate3d(volume, box[None], litemedsam))
 
 
 def test_each_slice_is_encoded_once_whatever_the_boxes(litemedsam):

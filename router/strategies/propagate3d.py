@@ -2,8 +2,11 @@
 
 Per box: start at the middle slice of its z range with the given box; walk up to z_max and down to
 z_min, prompting each slice with the bounding box of the neighbouring slice's mask grown by a small
-margin, or with the original box where that mask is empty. All boxes advance slice by slice together,
-so each slice is encoded once (through the predictor's embedding cache) and decoded in one batch.
+margin, or with the original box where that mask is empty. With `core` > 0 the slices within
+core x half the z range of the middle one are all prompted with the given box (the model
+under-segments, and a box grown from an under-segmented mask shrinks slice after slice); propagation
+takes over beyond, where the object narrows towards its ends. All boxes advance slice by slice
+together, so each slice is encoded once (through the predictor's embedding cache) and decoded in one batch.
 """
 
 from __future__ import annotations
@@ -32,17 +35,21 @@ def propagate_masks(
     predictor: BoxPredictor,
     view: Hashable = "axial",
     on_slice: OnSlice | None = None,
+    core: float = 0.0,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
     volume: (D, H, W) uint8; boxes: (N, 6) [x0, y0, z0, x1, y1, z1] inclusive, inside the volume.
     Each (box, slice) pair is yielded exactly once. `view` keys the predictor's embedding cache.
+    core: slices with |z - z_mid| <= core x (z1 - z0) / 2 are prompted with the given box (0: the
+    middle slice only, 1: every slice).
     """
     height, width = volume.shape[1:]
     margin = GROW_FRACTION * max(height, width)
     boxes_2d = boxes[:, [0, 1, 3, 4]].astype(np.float64)
     z_mid = middle_slices(boxes)
     z_min, z_max = boxes[:, 2], boxes[:, 5]
+    core_reach = core * (z_max - z_min) / 2
     mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
     def run_sweep(
@@ -55,7 +62,7 @@ def propagate_masks(
                 continue
             prompts = np.empty((active.size, 4))
             for row, index in enumerate(active.tolist()):
-                if upward and z == z_mid[index]:
+                if abs(z - z_mid[index]) <= core_reach[index]:  # the middle slice, and the core around it
                     prompts[row] = boxes_2d[index]
                     continue
                 prior = previous.get(index) if (upward or z != z_mid[index] - 1) else mid_bbox[index]
@@ -86,13 +93,27 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 
 def segment_propagate3d(
-    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None
+    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
+    core: float = 0.0,
 ) -> np.ndarray:
-    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1])."""
+    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]); `core` as in
+    propagate_masks."""
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))
-    for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice):
+    for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=core):
         paint_masks(segs[z], masks, active + 1)
     return segs
 
 
-STRATEGY = Strategy("propagate", dim=3, run=segment_propagate3d, slice_count=propagation_steps)
+def check_core(core: float = 0.0) -> None:
+    """Raise ValueError unless 0 <= core <= 1."""
+    if not 0.0 <= core <= 1.0:
+        raise ValueError(f"core must be in [0, 1], got {core}")
+
+
+def _slice_count(boxes: np.ndarray, **_: object) -> int:
+    return propagation_steps(boxes)
+
+
+STRATEGY = Strategy(
+    "propagate", dim=3, run=segment_propagate3d, params=("core",), check=check_core, slice_count=_slice_count
+)
