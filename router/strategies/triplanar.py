@@ -30,9 +30,12 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
 
 
 def check_vote_params(
-    views: Sequence[str] = DEFAULT_VIEWS, weights: Sequence[float] | None = None, min_votes: float = 2.0
+    views: Sequence[str] = DEFAULT_VIEWS, weights: Sequence[float] | None = None, min_votes: float = 2.0,
+    core: float = 0.0,
 ) -> list[float]:
     """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
+    if not 0.0 <= core <= 1.0:
+        raise ValueError(f"core must be in [0, 1], got {core}")
     weights = [1.0] * len(views) if weights is None else list(weights)
     if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
         raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
@@ -49,9 +52,14 @@ def segment_triplanar(
     weights: Sequence[float] | None = None,
     min_votes: float = 2.0,
     on_slice: OnSlice | None = None,
+    core: float = 0.0,
 ) -> np.ndarray:
-    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting."""
-    weights = check_vote_params(views, weights, min_votes)
+    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting.
+
+    core: each view's propagation prompts the middle core x half of the box's range with the box
+    itself (router.strategies.propagate3d.propagate_masks).
+    """
+    weights = check_vote_params(views, weights, min_votes, core)
     lows = boxes[:, [2, 1, 0]]  # (z, y, x)
     highs = boxes[:, [5, 4, 3]] + 1
     votes = [np.zeros(tuple(high - low), np.float32) for low, high in zip(lows, highs, strict=True)]
@@ -59,7 +67,7 @@ def segment_triplanar(
     for view, weight in zip(views, weights, strict=True):
         axes = VIEW_AXES[view]
         view_volume = np.ascontiguousarray(volume.transpose(axes))
-        for s, active, masks in propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice):
+        for s, active, masks in propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, core):
             for index, mask in zip(active, masks, strict=True):
                 low, high = lows[index][list(axes)], highs[index][list(axes)]
                 # transpose() is a view, so this adds into the box's (z, y, x) vote array.
@@ -81,6 +89,6 @@ def vote_slice_count(boxes: np.ndarray, views: Sequence[str] = DEFAULT_VIEWS, **
 
 
 STRATEGY = Strategy(
-    "triplanar_vote", dim=3, run=segment_triplanar, params=("views", "weights", "min_votes"), check=check_vote_params,
-    slice_count=vote_slice_count,
+    "triplanar_vote", dim=3, run=segment_triplanar, params=("views", "weights", "min_votes", "core"),
+    check=check_vote_params, slice_count=vote_slice_count,
 )
