@@ -3,8 +3,9 @@
 LiteMedSAM sees every image at 256 px: a 24 px nucleus in a 512 px image becomes 12 px. Boxes whose
 longer side is under `zoom_below` of the image's longer side are decoded in a square window of the
 image instead, so they reach the encoder magnified. Windows come from a grid of tiles of side T
-(T = `tile_scale` x the median small-box side) grown by T/4 of context on every side; a box goes to
-the tile holding its centre, so nearby boxes share one encoder pass. Pure geometry: no model here.
+(T = `tile_scale` x the median small-box side, so that windows are at least `min_window` px) grown by
+T/4 of context on every side; a box goes to the tile holding its centre, so nearby boxes share one
+encoder pass, and tiles grow further while more than `max_windows` would be needed. Pure geometry.
 
 Windows are (y0, x0, y1, x1), half-open pixel ranges of the image; boxes are [x0, y0, x1, y1] inclusive.
 """
