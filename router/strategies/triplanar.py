@@ -15,7 +15,7 @@ import numpy as np
 
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
-from router.strategies.propagate3d import propagate_masks, propagation_steps
+from router.strategies.propagate3d import check_core, propagate_masks, propagation_steps
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -34,8 +34,7 @@ def check_vote_params(
     core: float = 0.0,
 ) -> list[float]:
     """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
-    if not 0.0 <= core <= 1.0:
-        raise ValueError(f"core must be in [0, 1], got {core}")
+    check_core(core)
     weights = [1.0] * len(views) if weights is None else list(weights)
     if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
         raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")

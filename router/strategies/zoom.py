@@ -61,10 +61,11 @@ def plan_windows(
         return [(None, np.arange(len(boxes)))]
     tile = int(max(-(-min_window * 2 // 3), round(tile_scale * float(np.median(sides[small])))))
     whole: list[int] = list(np.flatnonzero(~small))
-    groups = _group_by_tile(boxes, np.flatnonzero(small), tile)
+    small_indices = np.flatnonzero(small)
+    groups = _group_by_tile(boxes, small_indices, tile)
     while len(groups) > max_windows:  # a cap on encoder passes for images with thousands of cells
         tile = int(np.ceil(tile * np.sqrt(len(groups) / max_windows)))
-        groups = _group_by_tile(boxes, np.flatnonzero(small), tile)
+        groups = _group_by_tile(boxes, small_indices, tile)
     context = -(-tile // 4)
     for (row, col), members in sorted(groups.items()):
         window = fit_window(row * tile - context, col * tile - context, tile + 2 * context, image_hw)
