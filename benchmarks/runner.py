@@ -61,7 +61,7 @@ PIPELINE_METHODS = ("fp32", "bf16", "int8")
 # ------------------------------------------------------------------------------------------- child side
 
 
-def _score(segs: np.ndarray, gt_path: Path) -> tuple[float, float, str]:
+def score_segs(segs: np.ndarray, gt_path: Path) -> tuple[float, float, str]:
     """DSC, NSD (challenge rules, 'official' spacing order) and a note."""
     from evaluation.compute_metrics import nsd_spacing, score_case
 
@@ -130,7 +130,7 @@ def run_child(method: str, case_path: Path, gt_path: Path | None, threads: int |
         encoder_ms=1000 * encoder_total / calls if calls else None, rss_mib=rss_mib, dsc=None, nsd=None, note="",
     )
     if gt_path is not None:
-        result["dsc"], result["nsd"], result["note"] = _score(segs, gt_path)
+        result["dsc"], result["nsd"], result["note"] = score_segs(segs, gt_path)
     return result
 
 
