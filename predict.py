@@ -39,9 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", type=Path, default=None,
                         help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                        help="auto (default): bf16 on CPUs with AMX, else int8 where its encoder was built and "
-                             "the CPU has VNNI or AVX-512, else fp32; fp32; bf16 (FP32 model computed in bf16, "
-                             "input layers in f32); "
+                        help="auto (default): bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), "
+                             "else int8 where it holds fp32's accuracy (models/hardware.py), else fp32; "
+                             "fp32; bf16 (FP32 model computed in bf16, input layers in f32); "
                              "int8 (quantised encoder, FP32 decoder)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (drawn only on a terminal anyway)")

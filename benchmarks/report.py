@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.big_cases import BIG_IMAGE_NAME, BIG_VOLUME_NAME, BIG_VOLUME_RSS_TARGET_MIB
+from models.registry import FALLBACK_MODEL
 from router.modality import CaseNameError, parse_case_name
 
 # (title, key, format, width) of the columns of each method group
@@ -148,3 +149,30 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v) for k, v in r.items()})
+
+
+def format_precision_table(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> str:
+    """models.hardware's decision table, this CPU's row marked with what this run measured and auto's choice."""
+    from models.hardware import PRECISION_TABLE, choose_precision, cpu_class, cpu_flags, cpu_has_bf16
+
+    native_bf16, flags = cpu_has_bf16(), cpu_flags()
+    mine = cpu_class(native_bf16, flags)
+    measured = {}
+    for method in methods:
+        done = [r for r in rows if r["method"] == method and not r.get("error") and r.get("encoder_calls")
+                and r.get("model") == FALLBACK_MODEL]
+        calls = sum(r["encoder_calls"] for r in done)
+        if calls:
+            measured[method] = 1000 * sum(r["encoder_seconds"] for r in done) / calls
+    lines = ["Precision decision table (models/hardware.py; LiteMedSAM encoder ms per slice, 2 threads):",
+             f"  {'CPU class':<62}{'fp32':>6}{'int8':>6}{'bf16':>6}  source"]
+    for row in PRECISION_TABLE:
+        bf16 = f"{row.bf16_ms:>6.0f}" if row.bf16_ms else f"{'-':>6}"
+        lines.append(f"  {row.cpu:<62}{row.fp32_ms:>6.0f}{row.int8_ms:>6.0f}{bf16}  {row.source}")
+        if row is mine:
+            here = " / ".join(f"{m} {ms:.0f}" for m, ms in measured.items()) or "no pipeline method ran"
+            lines.append(f"  ^ this CPU; this run measured {here} ms per encoder call; auto chooses "
+                         f"{choose_precision(native_bf16, flags, True)}")
+    if mine is None:
+        lines.append("  this CPU's flags are unknown: auto chooses fp32")
+    return "\n".join(lines)

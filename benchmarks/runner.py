@@ -41,6 +41,7 @@ from benchmarks.report import (
     case_modality,
     format_big,
     format_notes,
+    format_precision_table,
     format_summaries,
     format_table,
     write_csv,
@@ -336,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summaries([r for r in rows if r["group"] != "big"], methods))
     print()
     print(format_compute(rows, methods, gflop, args.threads, args.fma_units, roof))
+    print()
+    print(format_precision_table(rows, methods))
     for line in format_big(rows):
         print(line)
     if args.csv:

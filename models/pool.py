@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from models.hardware import choose_precision, cpu_flags, cpu_has_bf16
+from models.hardware import choose_precision, cpu_flags, cpu_has_bf16, describe_choice
 from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
 from models.registry import MODELS, get_spec, is_available, model_dir
 
@@ -15,13 +15,10 @@ log = logging.getLogger("seg")
 class ModelPool:
     """Predictors by model name, compiled lazily: a run pays only for the models its cases need.
 
-    precision "auto": models.hardware.choose_precision, by measurement (2 cores, LiteMedSAM encoder):
-      * bf16 on CPUs with AMX: 155-165 ms per slice against 390 for
-        FP32, dev mean DSC equal to FP32 and every case within 0.011 (the encoder's input layers stay
-        f32: all-bf16 lost 0.07 on mammography);
-      * else the INT8 encoder where ./build.sh export made one and the CPU has an int8 dot product
-        (VNNI) or AVX-512 (dev mean DSC +0.006 vs FP32);
-      * else FP32 (on AVX2 without VNNI the INT8 encoder is slower than FP32).
+    precision "auto": models.hardware.choose_precision, from the CPU's real capabilities and the measured
+    decision table there: bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), INT8 only where
+    it holds fp32's accuracy (it does not yet: models.hardware.INT8_WITHIN_BOUND), else fp32. The choice is
+    logged once, with the figures behind it.
     """
 
     def __init__(
@@ -34,6 +31,7 @@ class ModelPool:
         self.cache_bytes = cache_bytes
         self.available = {name for name in MODELS if is_available(name, self.directory)}
         self._predictors: dict[str, SamPredictor] = {}
+        self._logged: set[str] = set()
 
     def resolve_precision(self, name: str) -> str:
         """The precision model `name` runs in: the one asked for, or the `auto` choice for this CPU."""
@@ -51,9 +49,13 @@ class ModelPool:
             if name not in self.available:
                 raise FileNotFoundError(f"model '{name}' is not exported in {self.directory} (run ./build.sh export)")
             precision = self.resolve_precision(name)
-            if self.precision == "bf16" and (auto := self._auto_precision(name)) != "bf16":
-                log.warning("WARNING: --precision bf16 on a CPU without AMX: measured slower than %s here "
-                            "(see models/hardware.py)", auto)
+            if self.precision == "auto" and precision not in self._logged:  # once per run and precision
+                self._logged.add(precision)
+                log.info("%s", describe_choice(precision, cpu_has_bf16(), cpu_flags()))
+            if self.precision == "bf16" and not cpu_has_bf16():
+                log.warning("WARNING: --precision bf16 on a CPU without native bf16 (AMX or AVX-512 BF16): "
+                            "OpenVINO would emulate it; auto takes %s here (see models/hardware.py)",
+                            self._auto_precision(name))
             self._predictors[name] = SamPredictor(
                 get_spec(name), self.directory, self.threads, precision, self.cache_bytes
             )

@@ -84,3 +84,13 @@ def test_big_image_boxes_are_tight_and_in_label_order(tmp_path):
         ys, xs = np.nonzero(labels == label)
         assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())
     assert report.case_group(case.stem) == "big"
+
+
+def test_precision_table_lists_every_class_and_marks_this_cpu():
+    from models.hardware import PRECISION_TABLE, cpu_class, cpu_flags, cpu_has_bf16
+
+    rows = [{"method": "fp32", "model": "litemedsam", "encoder_calls": 4, "encoder_seconds": 1.2}]
+    text = report.format_precision_table(rows, ["fp32"])
+    assert all(row.cpu in text and row.source in text for row in PRECISION_TABLE)
+    if cpu_class(cpu_has_bf16(), cpu_flags()) is not None:
+        assert "^ this CPU; this run measured fp32 300 ms" in text

@@ -1,5 +1,5 @@
 """Inference precision and CPU use: the exported encoder keeps its input layers in f32 under bf16,
-"auto" picks bf16 only on AMX CPUs, INT8 where the CPU has an int8 dot product or AVX-512, else FP32,
+"auto" picks bf16 where the CPU computes bf16 natively, INT8 only where it holds fp32's accuracy, else FP32,
 and the default thread count follows docker's CPU limits."""
 
 from __future__ import annotations
@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 
 from models import pool as pool_module
-from models.hardware import choose_precision, cpu_budget, cpu_flags, cpu_has_bf16
+from models.hardware import (
+    INT8_WITHIN_BOUND,
+    PRECISION_TABLE,
+    choose_precision,
+    cpu_budget,
+    cpu_class,
+    cpu_flags,
+    cpu_has_bf16,
+    describe_choice,
+)
 from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
 from models.transforms import preprocess
@@ -105,21 +114,51 @@ def test_f32_stem_brings_bf16_closer_to_f32_on_a_low_contrast_image(ir_dir: Path
 
 
 @pytest.mark.parametrize(
-    ("bf16", "flags", "int8_built", "expected"),
+    ("bf16", "flags", "int8_built", "int8_ok", "expected"),
     [
-        (True, {"avx512f", "amx_bf16", "amx_int8"}, True, "bf16"),
-        (True, {"avx512_bf16", "avx512_vnni"}, True, "int8"),  # bf16 without AMX measured slower than int8
-        (True, set(), True, "int8"),  # flags unknown, but a bf16 CPU has VNNI
-        (True, {"avx512_bf16"}, False, "fp32"),
-        (False, {"avx2", "avx_vnni"}, True, "int8"),
-        (False, {"avx512f", "avx512bw"}, True, "int8"),
-        (False, {"avx2", "fma"}, True, "fp32"),  # no int8 dot product: INT8 measured slower than FP32
-        (False, {"avx512_vnni"}, False, "fp32"),  # no INT8 encoder built
-        (False, set(), True, "fp32"),  # flags unknown
+        (True, {"avx512f", "amx_bf16", "amx_int8"}, True, True, "bf16"),
+        (True, {"avx512_bf16", "avx512_vnni"}, True, True, "bf16"),  # Zen 4: real bf16 163 ms, fp32's accuracy
+        (True, set(), True, False, "bf16"),  # flags unknown, but OpenVINO vouches for native bf16
+        (False, {"avx2", "avx_vnni"}, True, True, "int8"),
+        (False, {"avx512f", "avx512bw"}, True, True, "int8"),
+        (False, {"avx512f", "avx512_vnni"}, True, False, "fp32"),  # INT8 outside the accuracy bound: never auto
+        (False, {"avx2", "fma"}, True, True, "fp32"),  # no int8 dot product: INT8 measured slower than FP32
+        (False, {"avx512_vnni"}, False, True, "fp32"),  # no INT8 encoder built
+        (False, set(), True, True, "fp32"),  # flags unknown
     ],
 )
-def test_choose_precision(bf16: bool, flags: set[str], int8_built: bool, expected: str) -> None:
-    assert choose_precision(bf16, frozenset(flags), int8_built) == expected
+def test_choose_precision(bf16: bool, flags: set[str], int8_built: bool, int8_ok: bool, expected: str) -> None:
+    assert choose_precision(bf16, frozenset(flags), int8_built, int8_ok) == expected
+
+
+def test_auto_uses_int8_only_if_it_holds_the_accuracy_bound() -> None:
+    """The default follows the recorded validation verdict of the INT8 encoder."""
+    vnni = frozenset({"avx512f", "avx512_vnni"})
+    assert choose_precision(False, vnni, True) == ("int8" if INT8_WITHIN_BOUND else "fp32")
+
+
+@pytest.mark.parametrize(
+    ("bf16", "flags", "cpu"),
+    [
+        (True, {"amx_bf16", "avx512_bf16"}, "AMX"),
+        (True, {"avx512_bf16", "avx512f"}, "AVX-512 BF16 without AMX"),
+        (False, {"avx512f", "avx512_vnni"}, "AVX-512 with VNNI"),
+        (False, {"avx512f", "avx512bw"}, "AVX-512 without VNNI"),
+        (False, {"avx2", "avx_vnni"}, "AVX2 with AVX-VNNI"),
+        (False, {"avx2"}, "AVX2 without VNNI"),
+    ],
+)
+def test_cpu_class_and_its_logged_figures(bf16: bool, flags: set[str], cpu: str) -> None:
+    row = cpu_class(bf16, frozenset(flags))
+    assert row is not None and row.cpu.startswith(cpu)
+    assert (row.bf16_ms is not None) == bf16  # bf16 figures only where the CPU computes bf16 natively
+    line = describe_choice(choose_precision(bf16, frozenset(flags), True), bf16, frozenset(flags))
+    assert row.cpu in line and row.source in line and f"fp32 {row.fp32_ms:.0f}" in line
+
+
+def test_decision_table_marks_where_each_figure_came_from() -> None:
+    assert {row.source.split(":")[0] for row in PRECISION_TABLE} <= {"real", "emulated"}
+    assert cpu_class(False, frozenset()) is None
 
 
 def test_cpu_flags_reads_proc_cpuinfo_format(tmp_path: Path) -> None:
@@ -130,7 +169,8 @@ def test_cpu_flags_reads_proc_cpuinfo_format(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("bf16", "int8_built", "expected"), [(True, True, "bf16"), (False, True, "int8"), (False, False, "fp32")]
+    ("bf16", "int8_built", "expected"),
+    [(True, True, "bf16"), (False, True, "int8" if INT8_WITHIN_BOUND else "fp32"), (False, False, "fp32")],
 )
 def test_model_pool_auto_precision(
     tmp_path: Path, ir_dir: Path, monkeypatch, bf16: bool, int8_built: bool, expected: str
