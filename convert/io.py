@@ -47,6 +47,15 @@ class Geometry:
         return tuple(reversed(self.size))
 
     @classmethod
+    def plain(cls, array_shape: tuple[int, ...], spacing: Any = None) -> Geometry:
+        """The geometry of a bare (z, y, x) or (y, x) array: origin 0, identity direction, `spacing`
+        in (x, y[, z]) order (a challenge case's `spacing`), 1 mm where None."""
+        d = len(array_shape)
+        spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * d
+        return cls(tuple(int(s) for s in reversed(array_shape)), spacing, (0.0,) * d,
+                   tuple(float(v) for v in np.eye(d).reshape(-1)))
+
+    @classmethod
     def of(cls, image: Any) -> Geometry:
         """The geometry of a SimpleITK image."""
         return cls(tuple(int(s) for s in image.GetSize()), tuple(float(s) for s in image.GetSpacing()),

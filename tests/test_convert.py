@@ -326,3 +326,20 @@ def test_bad_input_one_line_nothing_written(tmp_path, capsys, problem) -> None:
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert _files(tmp_path / "out") == []
     print(problem, "->", err[0])
+
+
+def test_score_nifti_export_shares_the_writer(tmp_path) -> None:
+    """seg-score --save-nii (evaluation/nifti.py) writes through convert.io: (z, y, x) arrays, (x, y, z) spacing."""
+    from evaluation.nifti import save_nifti
+
+    gts = np.zeros((5, 6, 7), np.uint8)
+    gts[1:3, 2:4, 3:6] = 1
+    np.savez(tmp_path / "3DBox_CT_a.npz", gts=gts, spacing=np.array([0.5, 0.6, 3.0]))
+    (tmp_path / "segs").mkdir()
+    np.savez(tmp_path / "segs" / "3DBox_CT_a.npz", segs=gts)
+    written = save_nifti([{"case": "3DBox_CT_a.npz"}], tmp_path / "segs", tmp_path, tmp_path / "nii")
+    assert [p.name for p in written] == ["3DBox_CT_a_gt.nii.gz", "3DBox_CT_a_seg.nii.gz"]
+    image = sitk.ReadImage(str(written[0]))
+    assert image.GetSize() == (7, 6, 5)
+    np.testing.assert_allclose(image.GetSpacing(), (0.5, 0.6, 3.0), rtol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), gts)
