@@ -61,8 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_window(argv: list[str]) -> list[str]:
+    """`--window -600,1500` -> `--window=-600,1500`: argparse takes a value starting with '-' for an option."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == "--window" and arg.startswith("-"):
+            joined[-1] = f"--window={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_window(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "to-case":
             try:

@@ -130,7 +130,7 @@ def test_nifti_round_trip_keeps_geometry_and_voxels(tmp_path) -> None:
     image = _write(hu, tmp_path / "scan.nii.gz")
     label_file = _write(labels, tmp_path / "scan_labels.nii.gz")
     assert convert_main(["to-case", str(image), "--labels", str(label_file), "--modality", "ct", "--crop-slices", "1",
-                         "-o", str(tmp_path / "cases")]) == 0
+                         "--window", "-20,400", "-o", str(tmp_path / "cases")]) == 0
     name = "3DBox_CT_scan"
     case, gts = _npz(tmp_path / "cases" / "imgs" / f"{name}.npz"), _npz(tmp_path / "cases" / "gts" / f"{name}.npz")
     sidecar = json.loads((tmp_path / "cases" / "geometry" / f"{name}.json").read_text())
@@ -138,9 +138,10 @@ def test_nifti_round_trip_keeps_geometry_and_voxels(tmp_path) -> None:
     z0, z1 = z_labelled[0] - 1, z_labelled[-1] + 1
     assert sidecar["crop_offset"] == [0, 0, int(z0)] and sidecar["crop_size"] == [64, 64, int(z1 - z0 + 1)]
     assert sidecar["label_values"] == [2, 5]
+    assert sidecar["intensity"] == {"rule": "ct window", "level": -20.0, "width": 400.0}
     # arrays (z, y, x), spacing (x, y, z) as SimpleITK's GetSpacing
     assert case["imgs"].shape == (z1 - z0 + 1, 64, 64) and case["imgs"].dtype == np.uint8
-    np.testing.assert_array_equal(case["imgs"], ct_window(hu[z0 : z1 + 1], 40, 400))
+    np.testing.assert_array_equal(case["imgs"], ct_window(hu[z0 : z1 + 1], -20, 400))
     np.testing.assert_allclose(case["spacing"], SPACING)
     np.testing.assert_array_equal(gts["gts"], (labels[z0 : z1 + 1] == 2) * 1 + (labels[z0 : z1 + 1] == 5) * 2)
     for index, value in enumerate((2, 5)):  # box i: x first, inclusive, in the cropped case's voxels
@@ -343,3 +344,24 @@ def test_score_nifti_export_shares_the_writer(tmp_path) -> None:
     assert image.GetSize() == (7, 6, 5)
     np.testing.assert_allclose(image.GetSpacing(), (0.5, 0.6, 3.0), rtol=1e-6)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), gts)
+
+
+def test_single_slice_volume_is_a_2d_case(tmp_path) -> None:
+    """A one-slice volume (one DICOM file, a 2D NIfTI slice) gives a 2D case with its modality's rule,
+    and to-image puts the label map back in the (x, y, 1) volume; a 0/255 mask keeps its 255."""
+    hu, labels = _ct_and_labels()
+    _write(hu[12:13], tmp_path / "slice.nii.gz")
+    _write((labels[12:13] == 2).astype(np.uint8) * 255, tmp_path / "mask.nii.gz")
+    assert convert_main(["to-case", str(tmp_path / "slice.nii.gz"), "--labels", str(tmp_path / "mask.nii.gz"),
+                         "--modality", "CT", "-o", str(tmp_path / "out")]) == 0
+    case = _npz(tmp_path / "out" / "imgs" / "2DBox_CT_slice.npz")
+    assert case["imgs"].shape == (64, 64, 3) and "spacing" not in case
+    np.testing.assert_array_equal(case["imgs"][:, :, 0], ct_window(hu[12], 40, 400))
+    y, x = np.nonzero(labels[12] == 2)
+    assert case["boxes"].tolist() == [[x.min(), y.min(), x.max(), y.max()]]
+    assert convert_main(["to-image", str(tmp_path / "out" / "gts" / "2DBox_CT_slice.npz"), "-o",
+                         str(tmp_path / "back.nii.gz")]) == 0
+    back = sitk.ReadImage(str(tmp_path / "back.nii.gz"))
+    assert back.GetSize() == (64, 64, 1)
+    np.testing.assert_allclose(back.GetDirection(), DIRECTION, atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), (labels[12:13] == 2) * 255)
