@@ -36,12 +36,13 @@ def integer_labels(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def relabel(labels: np.ndarray, split_components: bool = False) -> tuple[np.ndarray, list[int]]:
+def relabel(labels: np.ndarray, split_components: bool = False, min_voxels: int = 0) -> tuple[np.ndarray, list[int]]:
     """(H, W) or (D, H, W) integer label map -> (case labels 1..N, original value of each case label).
 
     Case label i is the i-th label value present, in increasing order; with `split_components`, each
     connected component of each value (26-connected in 3D, 8 in 2D) becomes its own label, ordered by
-    value, then by the component's first voxel in (z, y, x) scan order. Raise ConvertError if empty.
+    value, then by the component's first voxel in (z, y, x) scan order. Objects (labels, or components)
+    of fewer than `min_voxels` voxels are dropped (set to 0). Raise ConvertError if nothing is left.
     """
     from scipy import ndimage
 
@@ -56,11 +57,15 @@ def relabel(labels: np.ndarray, split_components: bool = False) -> tuple[np.ndar
         if split_components:
             components, count = ndimage.label(mask, structure=structure)
             for component in range(1, count + 1):
-                origin.append(value)
-                out[components == component] = len(origin)
-        else:
+                piece = components == component
+                if piece.sum() >= min_voxels:
+                    origin.append(value)
+                    out[piece] = len(origin)
+        elif mask.sum() >= min_voxels:
             origin.append(value)
             out[mask] = len(origin)
+    if not origin:
+        raise ConvertError(f"every object of the label map has fewer than {min_voxels} voxels")
     if len(origin) > np.iinfo(np.uint16).max:
         raise ConvertError(f"{len(origin)} objects exceed the 65535 labels a case can hold")
     return out.astype(np.uint8 if len(origin) <= 255 else np.uint16), origin

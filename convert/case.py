@@ -72,8 +72,8 @@ def _region(offset: np.ndarray, size: np.ndarray) -> tuple[slice, ...]:
 
 def to_case(image_path: Path, out_dir: Path, modality: str, labels_path: Path | None = None,
             boxes_path: Path | None = None, window: tuple[float, float] = (40.0, 400.0),
-            split_components: bool = False, crop: int | None = None, crop_slices: int | None = None,
-            name_id: str | None = None, series: str | None = None) -> Written:
+            split_components: bool = False, min_voxels: int = 0, crop: int | None = None,
+            crop_slices: int | None = None, name_id: str | None = None, series: str | None = None) -> Written:
     """Convert one image into a case under `out_dir` (layout in the module docstring).
 
     Everything is computed and checked before the first file is written; each file is written through
@@ -107,7 +107,7 @@ def to_case(image_path: Path, out_dir: Path, modality: str, labels_path: Path | 
             raise ConvertError(f"labels {labels_path} do not match the image: {why}")
         labels = integer_labels(labels[0] if dim < geometry.dimension else labels)
         try:
-            case_labels, label_values = relabel(labels, split_components)
+            case_labels, label_values = relabel(labels, split_components, min_voxels)
         except ConvertError as error:
             raise ConvertError(f"labels {labels_path}: {error}") from error
         boxes = label_boxes(case_labels)

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"CT window: LEVEL,WIDTH in HU or a preset ({_PRESETS}); default {DEFAULT_CT_WINDOW}")
     case.add_argument("--split-components", action="store_true",
                       help="one box per connected component of each label (26-connected), not one per label")
+    case.add_argument("--min-voxels", type=int, default=0,
+                      help="drop labels (or components) of fewer voxels (the challenge dropped 3D objects under 100)")
     crop = case.add_mutually_exclusive_group()
     crop.add_argument("--crop", type=int, metavar="MARGIN", help="crop to the boxes grown by MARGIN voxels")
     crop.add_argument("--crop-slices", type=int, metavar="MARGIN",
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConvertError(str(error)) from error
             written = to_case(args.image, args.output, args.modality, labels_path=args.labels,
                               boxes_path=args.boxes, window=window, split_components=args.split_components,
+                              min_voxels=args.min_voxels,
                               crop=args.crop, crop_slices=args.crop_slices, name_id=args.name_id, series=args.series)
             if args.labels is None and args.boxes is None:
                 print(f"warning: {written.name}: no --labels or --boxes, so no boxes: its segmentation will be empty",

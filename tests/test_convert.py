@@ -249,10 +249,12 @@ def test_split_components_and_mr_rule(tmp_path) -> None:
     labels = np.zeros(SHAPE, np.uint8)
     labels[8:12, 10:20, 10:20] = 1
     labels[8:12, 40:50, 40:50] = 1  # the same label, a second piece
+    labels[20, 60, 60] = 1  # and a speck, under --min-voxels
     _write(mr, tmp_path / "mr.mha")
     _write(labels, tmp_path / "labels.mha")
     assert convert_main(["to-case", str(tmp_path / "mr.mha"), "--labels", str(tmp_path / "labels.mha"),
-                         "--modality", "MRI", "--split-components", "-o", str(tmp_path / "out")]) == 0
+                         "--modality", "MRI", "--split-components", "--min-voxels", "2",
+                         "-o", str(tmp_path / "out")]) == 0
     case = _npz(tmp_path / "out" / "imgs" / "3DBox_MR_mr.npz")
     assert case["boxes"].tolist() == [[10, 10, 8, 19, 19, 11], [40, 40, 8, 49, 49, 11]]
     np.testing.assert_array_equal(case["imgs"], percentile_rule(mr))
