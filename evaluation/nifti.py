@@ -1,7 +1,7 @@
 """NIfTI export of the 3D cases of a :mod:`evaluation.compute_metrics` run (its ``--save-nii`` option).
 
-For viewing in ITK-SNAP or 3D Slicer. SimpleITK is imported inside :func:`save_nifti`, so importing this
-module does not load it.
+For viewing in ITK-SNAP or 3D Slicer. SimpleITK is imported only when a file is written
+(:mod:`convert.io`), so importing this module does not load it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from convert.io import Geometry, write_image
 from evaluation.compute_metrics import _load_optional
 
 
@@ -18,11 +19,12 @@ def save_nifti(rows: Sequence[dict], segs_dir: Path, gts_dir: Path, out_dir: Pat
     for every 3D case, for ITK-SNAP / 3D Slicer.
 
     Axis and spacing order: the ``.npz`` arrays (``gts``, ``segs``, ``imgs``) are ``(z, y, x)``;
-    ``sitk.GetImageFromArray`` turns them into images of size ``(x, y, z)``. The GT file's ``spacing``
-    is stored in SimpleITK order ``(x, y, z)`` (what ``GetSpacing`` returns) and is written as is with
-    ``SetSpacing``, so the NIfTI files are ``(x, y, z)`` in both size and spacing. Without a stored
-    spacing the images keep SimpleITK's default of 1 mm. 2D cases, volumes that are missing or whose
-    shape differs from the GT's are skipped.
+    written with :func:`convert.io.write_image`, they become images of size ``(x, y, z)``. The GT file's
+    ``spacing`` is stored in SimpleITK order ``(x, y, z)`` (what ``GetSpacing`` returns) and is written
+    as is, so the NIfTI files are ``(x, y, z)`` in both size and spacing; origin 0, identity direction
+    (a case does not keep its scan's; ``seg-convert to-image`` restores them for cases it made).
+    Without a stored spacing the images get 1 mm. 2D cases, volumes that are missing or whose shape
+    differs from the GT's are skipped.
 
     Args:
         rows: scored rows; only ``case`` is used.
@@ -34,8 +36,6 @@ def save_nifti(rows: Sequence[dict], segs_dir: Path, gts_dir: Path, out_dir: Pat
     Returns:
         The written paths.
     """
-    import SimpleITK as sitk
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for r in rows:
@@ -48,9 +48,6 @@ def save_nifti(rows: Sequence[dict], segs_dir: Path, gts_dir: Path, out_dir: Pat
         for kind, vol in volumes.items():
             if vol is None or vol.shape != gt.shape:
                 continue
-            image = sitk.GetImageFromArray(vol)  # (z, y, x) array -> image of size (x, y, z)
-            if spacing is not None:
-                image.SetSpacing([float(s) for s in spacing])  # stored (x, y, z), as GetSpacing
             written.append(out_dir / f"{Path(r['case']).stem}_{kind}.nii.gz")
-            sitk.WriteImage(image, str(written[-1]), useCompression=True)
+            write_image(vol, Geometry.plain(vol.shape, spacing), written[-1])  # spacing stored (x, y, z)
     return written

@@ -194,9 +194,15 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write `arrays` to `path` (.npz, compressed) atomically: never half-written."""
+    # numpy types **kwds as its allow_pickle flag; these are arrays
+    _write_atomic(path, lambda handle: np.savez_compressed(handle, **arrays))  # type: ignore[arg-type]
+
+
 def write_segs(path: Path, segs: np.ndarray) -> None:
     """Write `segs` to `path` (.npz, compressed) atomically: never half-written."""
-    _write_atomic(path, lambda handle: np.savez_compressed(handle, segs=segs))
+    write_npz(path, segs=segs)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import ROOT, write_case
 
-PROJECT_PACKAGES = ("predict", "models", "router", "evaluation", "benchmarks", "sample_data", "tests")
+PROJECT_PACKAGES = ("predict", "models", "router", "evaluation", "benchmarks", "sample_data", "convert", "tests")
 # part of the tree -> the project packages it may import (itself included)
 ALLOWED: dict[str, set[str]] = {
     "models": {"models"},
@@ -20,10 +20,12 @@ ALLOWED: dict[str, set[str]] = {
     "router": {"models", "router"},
     "predict": {"models", "router"},
     "sample_data": {"models", "sample_data"},
-    "evaluation": {"models", "router", "evaluation", "sample_data"},
-    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data"},
+    "convert": {"models", "router", "convert"},  # host tool: case files, modality names, box geometry
+    "evaluation": {"models", "router", "evaluation", "sample_data", "convert"},
+    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "convert"},
 }
-RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "tests", "matplotlib")
+RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "convert", "SimpleITK", "tests",
+                   "matplotlib")
 
 
 def _part(module: str) -> str:
@@ -42,7 +44,7 @@ def _imports(path) -> set[str]:
 
 def _sources() -> list[tuple[str, object]]:
     found = [("predict", ROOT / "predict.py")]
-    for package in ("models", "router", "evaluation", "benchmarks", "sample_data"):
+    for package in ("models", "router", "evaluation", "benchmarks", "sample_data", "convert"):
         for path in sorted((ROOT / package).rglob("*.py")):
             module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found.append((module, path))
@@ -85,7 +87,7 @@ def test_runtime_works_with_dev_code_and_torch_blocked(tmp_path, ir_dir) -> None
             assert npz["segs"].any()
 
 
-@pytest.mark.parametrize("script", ["seg-predict", "seg-score", "seg-time"])
+@pytest.mark.parametrize("script", ["seg-predict", "seg-score", "seg-time", "seg-convert"])
 def test_console_scripts_are_installed(script: str) -> None:
     """./build.sh setup installs the project in editable mode with its console scripts."""
     done = subprocess.run([str(ROOT / ".venv" / "bin" / script), "--help"], capture_output=True, text=True)
