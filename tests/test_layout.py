@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": {"models", "router", "evaluation", "sample_data"},
     "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data"},
 }
-RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "tests", "matplotlib")
+RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "tests", "matplotlib",
+                   "dask", "distributed")  # Dask: only for --scheduler (requirements-dev.txt)
 
 
 def _part(module: str) -> str:
