@@ -117,7 +117,12 @@ def run_on_dask(
     token = f"{time.time_ns():x}"
     connect = {"scheduler_file": address} if Path(address).is_file() else {"address": address}
     failed, timings, warned = 0, [], set()
-    with Client(**connect, timeout="30s") as client:
+    try:
+        client = Client(**connect, timeout="30s")
+    except (OSError, TimeoutError) as error:  # no scheduler there (dask's connect timeout is an OSError)
+        log.error("error: cannot reach the Dask scheduler at %s: %s", address, error)
+        return 1
+    with client:
         futures = [
             client.submit(segment_task, str(path.resolve()), str(output / path.name), settings,
                           key=f"segment-{path.name}-{token}", pure=False, priority=len(ordered) - rank)
