@@ -112,6 +112,8 @@ def test_num_parts_runs_cover_the_folder_once(reference) -> None:
 def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None:
     """Same outputs, same per-case lines (the bad case's error included) and exit status 1."""
     inputs, local, good, runs = reference
+    # what a worker killed while writing leaves behind (write_segs' temp file): removed at the end
+    (tmp_path / f".{good[0]}.k1ll3d.tmp").write_bytes(b"half")
     status = predict.main(["-i", str(inputs), "-o", str(tmp_path), "--threads", "1", "--no-progress",
                            "--scheduler", str(cluster.scheduler_file)])
     err = capsys.readouterr().err
@@ -121,7 +123,7 @@ def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None
     expected, got = _segs(local, good), _segs(tmp_path, good)
     for name in good:
         assert np.array_equal(got[name], expected[name]), name
-    assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv"], "temp files left behind"
 
 
 def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_path) -> None:
