@@ -19,10 +19,12 @@ def summary_line(result: CaseResult) -> str:
 
 
 def error_line(file_name: str, error: BaseException) -> str:
-    """One line for a failed case: the CaseError's reason, or the exception's type and message."""
+    """One line for a failed case: the CaseError's reason, or the exception's type and message (a
+    message of several lines, as some of Dask's are, is joined into one)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     if isinstance(error, CaseError):
-        return f"error: {file_name}: {error}"
-    return f"error: {file_name}: {type(error).__name__}: {error}"
+        return f"error: {file_name}: {text}"
+    return f"error: {file_name}: {type(error).__name__}: {text}"
 
 
 def route_warnings(case: Case, route: Route) -> list[tuple[str, str]]:

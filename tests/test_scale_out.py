@@ -153,3 +153,13 @@ def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_pat
     for name in good:
         assert np.array_equal(got[name], expected[name]), name
     assert not list(outputs.glob(".*")), "temp files left behind"
+
+
+def test_error_lines_are_one_line() -> None:
+    """Some of Dask's messages span lines (a lost task, a graph the scheduler cannot read)."""
+    from router.casefile import CaseError
+    from router.messages import error_line
+
+    assert error_line("a.npz", RuntimeError("Error during\n  deserialization\n\nsee docs")) == \
+        "error: a.npz: RuntimeError: Error during deserialization see docs"
+    assert error_line("a.npz", CaseError("'boxes' is missing")) == "error: a.npz: 'boxes' is missing"
