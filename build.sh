@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|unit|image|bench]
+# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|unit|image|worker-image|bench]
 #   setup   make .venv with the pinned build/test dependencies and this project installed in editable mode
 #           (console scripts seg-predict, seg-score, seg-time in .venv/bin; idempotent)
 #   export  setup + export the models to OpenVINO IR in models/ir (LiteMedSAM always; EfficientViT-SAM
