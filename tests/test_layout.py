@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "predict": {"models", "router"},
     "sample_data": {"models", "sample_data"},
     "evaluation": {"models", "router", "evaluation", "sample_data"},
-    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data"},
+    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "predict"},  # scale_out times the CLI
 }
 RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "tests", "matplotlib",
                    "dask", "distributed")  # Dask: only for --scheduler (requirements-dev.txt)
