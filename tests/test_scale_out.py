@@ -163,3 +163,14 @@ def test_error_lines_are_one_line() -> None:
     assert error_line("a.npz", RuntimeError("Error during\n  deserialization\n\nsee docs")) == \
         "error: a.npz: RuntimeError: Error during deserialization see docs"
     assert error_line("a.npz", CaseError("'boxes' is missing")) == "error: a.npz: 'boxes' is missing"
+
+
+def test_scheduler_without_dask_is_one_line(reference, tmp_path) -> None:
+    """The slim image has no Dask: --scheduler then stops with one line and status 1."""
+    inputs = reference[0]
+    code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None; import predict; "
+            f"sys.exit(predict.main(['-i', r'{inputs}', '-o', r'{tmp_path}', '--scheduler', 'tcp://127.0.0.1:1']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --scheduler needs Dask: pip install -r requirements-dev.txt (dask, distributed)")
