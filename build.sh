@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|unit|image|bench]
+# One entry point for everything on the host. Usage: ./build.sh [setup|export|demo|test|unit|image|worker-image|bench]
 #   setup   make .venv with the pinned build/test dependencies and this project installed in editable mode
 #           (console scripts seg-predict, seg-score, seg-time in .venv/bin; idempotent)
 #   export  setup + export the models to OpenVINO IR in models/ir (LiteMedSAM always; EfficientViT-SAM
@@ -8,6 +8,7 @@
 #   test    export + ruff + mypy + the Docker image + the whole test suite (the README's test command; CI runs it)
 #   unit    setup + the unit tests only (no export, no Docker: under a minute)
 #   image   export + build the Docker image seg:latest (starts a Docker daemon if none runs)
+#   worker-image  image + seg-worker:latest = seg:latest plus Dask, for --scheduler (docs/scale-out.md)
 #   bench   export + the benchmark (OpenVINO vs the PyTorch baseline) on the demo and dev cases
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -115,6 +116,7 @@ case "$command" in
   test) run_tests "$@" ;;
   unit) unit_tests "$@" ;;
   image) build_image ;;
+  worker-image) build_image && bash docker/build_worker_image.sh ;;
   bench) bench "$@" ;;
-  *) echo "usage: ./build.sh [--weights DIR] [setup|export|demo|test|unit|image|bench]" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh [--weights DIR] [setup|export|demo|test|unit|image|worker-image|bench]" >&2; exit 2 ;;
 esac

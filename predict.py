@@ -19,8 +19,9 @@ from tqdm import tqdm
 from models.hardware import cpu_budget
 from models.pool import ModelPool
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
-from router.casefile import Case, CaseError, write_text_atomic
-from router.modality import UNKNOWN_PREFIX
+from router.casefile import Case, write_text_atomic
+from router.messages import done_line, error_line, route_warnings, summary_line
+from router.parts import efficiency_name, select_part
 from router.pipeline import segment_file
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
@@ -33,8 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-i", "--input", type=Path, default=Path("/workspace/inputs"), help="folder of case .npz files")
     parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"),
                         help="folder for segs .npz files")
-    parser.add_argument("--threads", type=int, default=cpu_budget(),
-                        help="CPU threads (default: the CPUs this process may use, within a docker --cpus quota)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: the CPUs this process may use, within a docker --cpus quota; "
+                             "with --scheduler, those of each worker divided by its Dask threads)")
     parser.add_argument("--config", type=Path, default=None, help="routing table TOML (default: router/routes.toml)")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder of exported IR (default: $SEG_MODEL_DIR or models/ir)")
@@ -44,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "fp32; bf16 (FP32 model computed in bf16, input layers in f32); "
                              "int8 (quantised encoder, FP32 decoder)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
+    parser.add_argument("--num-parts", type=int, default=1,
+                        help="split the input folder into this many parts, balanced by file size (docs/scale-out.md)")
+    parser.add_argument("--part-id", type=int, default=0,
+                        help="segment only part K (0-based) of --num-parts; writes efficiency.K.csv")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run the cases as tasks on this Dask scheduler (tcp://host:8786 or a scheduler file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (drawn only on a terminal anyway)")
     return parser.parse_args(argv)
 
@@ -71,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
         log.error("error: routing table %s: %s", args.config or "router/routes.toml", error)
         return 1
+    if not 0 <= args.part_id < args.num_parts:
+        log.error("error: --part-id must be in 0..%d for --num-parts %d, got %d", args.num_parts - 1,
+                  args.num_parts, args.part_id)
+        return 1
     args.output.mkdir(parents=True, exist_ok=True)
-    pool = ModelPool(args.models or model_dir(), args.threads, args.precision, args.cache_mb << 20)
+    threads = args.threads or cpu_budget()
+    pool = ModelPool(args.models or model_dir(), threads, args.precision, args.cache_mb << 20)
     if FALLBACK_MODEL not in pool.available:
         log.error("error: %s is not exported in %s (run ./build.sh export)", FALLBACK_MODEL, pool.directory)
         return 1
@@ -81,17 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     cases = [p for p in files if p.suffix.lower() == ".npz"]
     for skipped in sorted(set(files) - set(cases)):
         log.warning("skip %s: not an .npz case file", skipped.name)
+    cases = select_part(cases, args.num_parts, args.part_id)
+    efficiency = efficiency_name(args.num_parts, args.part_id)
+    if args.scheduler:
+        from router.distributed import Settings, run_on_dask  # Dask only for --scheduler
+
+        # explicit paths must be on the shared folder; by default each worker uses its own models/ir and table
+        settings = Settings(str(args.models.resolve()) if args.models else None, args.threads, args.precision,
+                            args.cache_mb << 20, str(args.config.resolve()) if args.config else None)
+        return run_on_dask(args.scheduler, cases, args.output, settings, efficiency, not args.no_progress)
 
     warned: set[str] = set()
 
     def warn_once(case: Case, route: Route) -> None:
-        if route.fallback_from and route.fallback_from not in warned:
-            warned.add(route.fallback_from)
-            log.warning("WARNING: %s for %s cases: its weights were not built in", route.note, case.modality)
-        if case.modality.startswith(UNKNOWN_PREFIX) and case.modality not in warned:
-            warned.add(case.modality)
-            log.warning("WARNING: %s.npz: modality '%s' is not in the routing table; it takes the default route",
-                        case.name, case.modality.removeprefix(UNKNOWN_PREFIX))
+        for key, warning in route_warnings(case, route):
+            if key not in warned:
+                warned.add(key)
+                log.warning("%s", warning)
 
     @contextlib.contextmanager
     def slice_bar(case: Case, route: Route, slices: int) -> Iterator[OnSlice]:
@@ -104,22 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
         try:
             result = segment_file(path, table, pool, args.output / path.name, on_route=warn_once, progress=slice_bar)
-        except CaseError as error:
-            failed += 1
-            log.error("error: %s: %s", path.name, error)
-            continue
         except Exception as error:  # one broken case must not stop the others
             failed += 1
-            log.error("error: %s: %s: %s", path.name, type(error).__name__, error)
+            log.error("%s", error_line(path.name, error))
             continue
-        case, route = result.case, result.route
         timings.append((path.stem, result.seconds))
-        log.info("%s  %s  %dD  boxes=%d  route=%s  %s  %.2fs", case.name, case.modality, case.dim, len(case.boxes),
-                 route.describe(), result.precision, result.seconds)
+        log.info("%s", summary_line(result))
         rows = "".join(f"{name},{seconds:.4f}\n" for name, seconds in timings)
-        write_text_atomic(args.output / "efficiency.csv", "case,seconds\n" + rows)
+        write_text_atomic(args.output / efficiency, "case,seconds\n" + rows)
 
-    log.info("done: %d case(s) written, %d failed", len(timings), failed)
+    log.info("%s", done_line(len(timings), failed))
     return 1 if failed else 0
 
 

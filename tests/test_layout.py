@@ -22,10 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "sample_data": {"models", "sample_data"},
     "convert": {"models", "router", "convert"},  # host tool: case files, modality names, box geometry
     "evaluation": {"models", "router", "evaluation", "sample_data", "convert"},
-    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "convert"},
+    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "convert", "predict"},  # scale_out times the CLI
 }
 RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "convert", "SimpleITK", "tests",
-                   "matplotlib")
+                   "matplotlib", "dask", "distributed")  # Dask: only for --scheduler (requirements-dev.txt)
 
 
 def _part(module: str) -> str:

@@ -1,0 +1,176 @@
+"""Past one machine: the static split (--num-parts/--part-id) and cases as tasks on a real Dask cluster
+(a `dask scheduler` and two `dask worker` processes on localhost, started here), against local runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import predict
+from router.parts import split_parts
+from tests.helpers import ROOT, blob_volume, tight_box3d, write_case
+
+pytest.importorskip("distributed")
+from benchmarks.scale_out import local_cluster  # noqa: E402  (needs distributed)
+
+BAD = "2DBox_CT_broken.npz"
+
+
+def _cases(folder: Path) -> list[str]:
+    """Five small good cases (2D and 3D, sizes differ) and one truncated file; return the good names."""
+    rng = np.random.default_rng(14)
+    names = []
+    for index, (depth, size) in enumerate([(7, 80), (6, 64)]):
+        volume, mask = blob_volume(shape=(depth, size, size), centre=(depth // 2, size // 2, size // 2),
+                                   radii=(1.5, size // 5, size // 6), seed=index)
+        name = f"3DBox_{('CT', 'MR')[index]}_v{index}.npz"
+        write_case(folder / name, imgs=volume, boxes=tight_box3d(mask)[None], spacing=np.array([1.0, 1.0, 2.0]))
+        names.append(name)
+    for index in range(3):
+        image = rng.integers(0, 60, (64, 80 - 8 * index, 3), dtype=np.uint8)
+        image[20:40, 30:60] = 220
+        name = f"2DBox_Endoscopy_i{index}.npz"
+        write_case(folder / name, imgs=image, boxes=np.array([[28, 18, 61, 41]]))
+        names.append(name)
+    (folder / BAD).write_bytes(b"PK\x03\x04 not a whole zip")
+    return sorted(names)
+
+
+def _case_lines(err: str) -> list[str]:
+    """The per-case lines of a run's stderr without their seconds (they differ run to run), sorted."""
+    lines = [line for line in err.splitlines() if re.match(r"(2DBox_|3DBox_|error: |WARNING: )", line)]
+    return sorted(re.sub(r"  [0-9.]+s$", "", line) for line in lines)
+
+
+def _segs(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    found = {}
+    for name in names:
+        with np.load(folder / name) as npz:
+            found[name] = npz["segs"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, ir_dir):
+    """Inputs, and the single-process runs (1 thread) of parts 0 and 1 of 2 into one output folder."""
+    root = tmp_path_factory.mktemp("scale_out")
+    inputs, outputs = root / "in", root / "local"
+    good = _cases(inputs)
+    runs = []
+    for part in (0, 1):
+        done = subprocess.run([sys.executable, "predict.py", "-i", str(inputs), "-o", str(outputs), "--threads", "1",
+                               "--no-progress", "--num-parts", "2", "--part-id", str(part)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        runs.append(done)
+    return inputs, outputs, good, runs
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, ir_dir):
+    with local_cluster(2, tmp_path_factory.mktemp("dask")) as running:
+        yield running
+
+
+def test_parts_cover_the_folder_once_balanced_by_size(tmp_path) -> None:
+    sizes = [9000, 8000, 7000, 6000, 50, 40, 30, 20, 10, 5]
+    paths = []
+    for index, size in enumerate(sizes):
+        paths.append(tmp_path / f"case{index}.npz")
+        paths[-1].write_bytes(b"x" * size)
+    for num_parts in range(1, 6):
+        parts = split_parts(paths, num_parts)
+        flat = [p for part in parts for p in part]
+        assert sorted(flat) == sorted(paths) and len(flat) == len(set(flat)), num_parts
+        assert split_parts(paths[::-1], num_parts) == parts, "the split must not depend on listing order"
+    # by size, not by count: each of 2 parts gets 2 of the 4 big files (a count split gives one part all 4)
+    for part in split_parts(paths, 2):
+        assert sum(p.stat().st_size > 1000 for p in part) == 2
+    with pytest.raises(ValueError):
+        split_parts(paths, 0)
+
+
+def test_num_parts_runs_cover_the_folder_once(reference) -> None:
+    inputs, outputs, good, runs = reference
+    assert [run.returncode for run in runs].count(1) == 1, "exactly one part holds the bad case"
+    assert sorted(p.name for p in outputs.glob("*.npz")) == good
+    rows = [line.split(",")[0] for k in (0, 1)
+            for line in (outputs / f"efficiency.{k}.csv").read_text().splitlines()[1:]]
+    assert sorted(rows) == sorted(Path(name).stem for name in good), "each case in exactly one part's efficiency file"
+    assert not (outputs / "efficiency.csv").exists()
+    out_of_range = predict.main(["-i", str(inputs), "-o", str(outputs), "--num-parts", "2", "--part-id", "2"])
+    assert out_of_range == 1
+
+
+def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None:
+    """Same outputs, same per-case lines (the bad case's error included) and exit status 1."""
+    inputs, local, good, runs = reference
+    # what a worker killed while writing leaves behind (write_segs' temp file): removed at the end
+    (tmp_path / f".{good[0]}.k1ll3d.tmp").write_bytes(b"half")
+    status = predict.main(["-i", str(inputs), "-o", str(tmp_path), "--threads", "1", "--no-progress",
+                           "--scheduler", str(cluster.scheduler_file)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert _case_lines(err) == _case_lines(runs[0].stderr + runs[1].stderr)
+    assert f"error: {BAD}: " in err and "done: 5 case(s) written, 1 failed" in err
+    expected, got = _segs(local, good), _segs(tmp_path, good)
+    for name in good:
+        assert np.array_equal(got[name], expected[name]), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv"], "temp files left behind"
+
+
+def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_path) -> None:
+    from distributed import Client
+
+    inputs, local, good, _ = reference
+    with local_cluster(2, tmp_path / "dask") as running:
+        outputs = tmp_path / "out"
+        run = subprocess.Popen([sys.executable, "predict.py", "-i", str(inputs), "-o", str(outputs), "--threads", "1",
+                                "--no-progress", "--scheduler", str(running.scheduler_file)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        victim = running.workers["w0"]
+        with Client(scheduler_file=str(running.scheduler_file), timeout="30s") as client:
+            address = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "w0")
+            # kill once w0 has compiled its model (an output exists) and is busy with a case
+            deadline = time.monotonic() + 240
+            while not (list(outputs.glob("*.npz")) and client.processing(workers=[address]).get(address)):
+                assert run.poll() is None and time.monotonic() < deadline, "the run ended before w0 was busy"
+                time.sleep(0.05)
+            written_before = len(list(outputs.glob("*.npz")))
+            os.kill(victim.pid, signal.SIGKILL)
+        out, err = run.communicate(timeout=300)
+    assert written_before < len(good), "w0 was killed after every case was written"
+    assert run.returncode == 1, err  # the bad case
+    assert "done: 5 case(s) written, 1 failed" in err, err
+    expected, got = _segs(local, good), _segs(outputs, good)
+    for name in good:
+        assert np.array_equal(got[name], expected[name]), name
+    assert not list(outputs.glob(".*")), "temp files left behind"
+
+
+def test_error_lines_are_one_line() -> None:
+    """Some of Dask's messages span lines (a lost task, a graph the scheduler cannot read)."""
+    from router.casefile import CaseError
+    from router.messages import error_line
+
+    assert error_line("a.npz", RuntimeError("Error during\n  deserialization\n\nsee docs")) == \
+        "error: a.npz: RuntimeError: Error during deserialization see docs"
+    assert error_line("a.npz", CaseError("'boxes' is missing")) == "error: a.npz: 'boxes' is missing"
+
+
+def test_scheduler_without_dask_is_one_line(reference, tmp_path) -> None:
+    """The slim image has no Dask: --scheduler then stops with one line and status 1."""
+    inputs = reference[0]
+    code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None; import predict; "
+            f"sys.exit(predict.main(['-i', r'{inputs}', '-o', r'{tmp_path}', '--scheduler', 'tcp://127.0.0.1:1']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --scheduler needs Dask: pip install -r requirements-dev.txt (dask, distributed)")
