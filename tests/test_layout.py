@@ -22,7 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "sample_data": {"models", "sample_data"},
     "convert": {"models", "router", "convert"},  # host tool: case files, modality names, box geometry
     "evaluation": {"models", "router", "evaluation", "sample_data", "convert"},
-    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "convert", "predict"},  # scale_out times the CLI
+    # benchmarks.scale_out times the CLI in-process
+    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "convert", "predict"},
 }
 RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "convert", "SimpleITK", "tests",
                    "matplotlib", "dask", "distributed")  # Dask: only for --scheduler (requirements-dev.txt)
