@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router.casefile import write_segs
+from router.pipeline import is_done
 from tests.helpers import ROOT, blob_volume, tight_box3d, write_case
 from tests.test_memory import forged_npz
 
@@ -148,3 +150,22 @@ def test_read_only_output_folder_is_one_error(tmp_path):
                                                   "system)" if os.geteuid() == 0 else
                                                   f"error: output folder {outputs} is not writable (Permission denied)"]
     assert os.listdir(outputs) == []
+
+
+def test_done_means_a_whole_segs_of_the_image_shape(tmp_path):
+    case = write_case(tmp_path / "in" / "3DBox_CT_x.npz", imgs=np.zeros((4, 8, 9), np.int16),
+                      boxes=np.array([[1, 1, 1, 5, 5, 2]]))
+    output = tmp_path / "out" / case.name
+    assert not is_done(case, output)  # missing
+    write_segs(output, np.zeros((4, 8, 9), np.uint16))
+    assert is_done(case, output)
+    write_segs(output, np.zeros((4, 8, 8), np.uint8))
+    assert not is_done(case, output)  # another shape
+    write_case(output, gts=np.zeros((4, 8, 9), np.uint8))
+    assert not is_done(case, output)  # no segs
+    write_segs(output, np.zeros((4, 8, 9), np.uint8))
+    output.write_bytes(output.read_bytes()[:-20])
+    assert not is_done(case, output)  # truncated
+    grey = write_case(tmp_path / "in" / "2DBox_US_y.npz", imgs=np.zeros((6, 7), np.uint8), boxes=np.zeros((0, 4)))
+    write_segs(tmp_path / "out" / grey.name, np.zeros((6, 7), np.uint8))
+    assert is_done(grey, tmp_path / "out" / grey.name)
