@@ -2,7 +2,9 @@
 
 Reads `2DBox_*.npz` / `3DBox_*.npz` cases, routes each by modality (router/routes.toml), runs the
 route's strategy and model on OpenVINO and writes `segs` under the same file name. A bad case gets a
-one-line error and the others still run; the exit status is 1 if any case failed.
+one-line error and the others still run; the exit status is 1 if any case failed. A case that cannot fit
+in the memory left is refused the same way (router/memory.py). SIGTERM or SIGINT stops the run cleanly
+(exit 128 + the signal); `--continue-prediction` then skips the cases already written.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from tqdm import tqdm
 from models.hardware import cpu_budget
 from models.pool import ModelPool
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
-from router.casefile import Case, write_text_atomic
+from router.casefile import Case, check_writable, remove_stale_temps, write_text_atomic
+from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import efficiency_name, select_part
-from router.pipeline import segment_file
+from router.pipeline import is_done, segment_file
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 
@@ -52,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="segment only part K (0-based) of --num-parts; writes efficiency.K.csv")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run the cases as tasks on this Dask scheduler (tcp://host:8786 or a scheduler file)")
+    parser.add_argument("--continue-prediction", action="store_true",
+                        help="skip cases whose output already holds a whole segs of the right shape (resume a "
+                             "stopped or killed run); the others are redone")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (drawn only on a terminal anyway)")
     return parser.parse_args(argv)
 
@@ -83,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: --part-id must be in 0..%d for --num-parts %d, got %d", args.num_parts - 1,
                   args.num_parts, args.part_id)
         return 1
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(args.output)
+    except OSError as error:
+        log.error("error: output folder %s is not writable (%s)", args.output, error.strerror or error)
+        return 1
     threads = args.threads or cpu_budget()
     pool = ModelPool(args.models or model_dir(), threads, args.precision, args.cache_mb << 20)
     if FALLBACK_MODEL not in pool.available:
@@ -92,11 +102,16 @@ def main(argv: list[str] | None = None) -> int:
 
     files = sorted(p for p in args.input.iterdir() if p.is_file() and not p.name.startswith("."))
     cases = [p for p in files if p.suffix.lower() == ".npz"]
-    for skipped in sorted(set(files) - set(cases)):
-        log.warning("skip %s: not an .npz case file", skipped.name)
+    for other in sorted(set(files) - set(cases)):
+        log.warning("skip %s: not an .npz case file", other.name)
     cases = select_part(cases, args.num_parts, args.part_id)
     efficiency = efficiency_name(args.num_parts, args.part_id)
     if args.scheduler:
+        if args.continue_prediction:  # the workers get only what is left to do
+            left = [p for p in cases if not is_done(p, args.output / p.name)]
+            if len(left) < len(cases):
+                log.info("%d case(s) already done; %d to segment", len(cases) - len(left), len(left))
+            cases = left
         from router.distributed import Settings, run_on_dask  # Dask only for --scheduler
 
         # explicit paths must be on the shared folder; by default each worker uses its own models/ir and table
@@ -118,22 +133,57 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=slices, desc=case.name, unit="slice", leave=False, disable=True if hide else None) as bar:
             yield bar.update
 
-    failed, timings = 0, []
-    # disable=None: tqdm draws bars on a terminal only, so docker logs and CI hold just the summary lines
-    for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
-        try:
-            result = segment_file(path, table, pool, args.output / path.name, on_route=warn_once, progress=slice_bar)
-        except Exception as error:  # one broken case must not stop the others
-            failed += 1
-            log.error("%s", error_line(path.name, error))
-            continue
-        timings.append((path.stem, result.seconds))
-        log.info("%s", summary_line(result))
-        rows = "".join(f"{name},{seconds:.4f}\n" for name, seconds in timings)
+    failed, skipped = 0, 0
+    timings: dict[str, float] = {}
+    earlier = _read_efficiency(args.output / efficiency) if args.continue_prediction else {}
+
+    def write_efficiency() -> None:
+        rows = "".join(f"{name},{seconds:.4f}\n" for name, seconds in timings.items())
         write_text_atomic(args.output / efficiency, "case,seconds\n" + rows)
 
-    log.info("%s", done_line(len(timings), failed))
+    path = None
+    with stop_on_signals():
+        try:
+            # disable=None: tqdm draws bars on a terminal only, so docker logs and CI hold just the summary lines
+            for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
+                output = args.output / path.name
+                if args.continue_prediction:
+                    if is_done(path, output):
+                        skipped += 1
+                        timings[path.stem] = earlier.get(path.stem, 0.0)
+                        continue
+                    remove_stale_temps(output)
+                try:
+                    result = segment_file(path, table, pool, output, on_route=warn_once, progress=slice_bar)
+                except Exception as error:  # one broken case must not stop the others
+                    failed += 1
+                    log.error("%s", error_line(path.name, error))
+                    continue
+                timings[path.stem] = result.seconds
+                log.info("%s", summary_line(result))
+                write_efficiency()
+        except Interrupted as stop:
+            write_efficiency()
+            if path is None:
+                where = "before the first case"
+            else:
+                where = f"after {path.name}" if path.stem in timings else f"at {path.name} (abandoned, not written)"
+            log.error("stopped by %s %s: %d of %d case(s) done; rerun with --continue-prediction to finish",
+                      stop.name, where, len(timings), len(cases))
+            return 128 + stop.signum
+
+    resumed = f", {skipped} already done" if skipped else ""
+    log.info("%s%s", done_line(len(timings) - skipped, failed), resumed)
     return 1 if failed else 0
+
+
+def _read_efficiency(path: Path) -> dict[str, float]:
+    """Seconds per case of an earlier run's efficiency.csv (kept for the cases a resumed run skips)."""
+    try:
+        rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+        return {row[0]: float(row[1]) for row in rows if len(row) == 2}
+    except (OSError, ValueError):
+        return {}
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ class SamPredictor:
             self._decoder = decoder.result().create_infer_request()
         self.cache = EmbeddingCache(cache_bytes)
         self.decode_batch = decode_batch
+        self.decoded_batch = 0  # the largest decoder batch run: OpenVINO keeps that batch's buffers
         self.encoder_calls = 0
         self.encoder_seconds = 0.0  # time in the encoder (preprocessing included), for benchmarks
         self._embedding: Embedding | None = None
@@ -165,6 +166,7 @@ class SamPredictor:
         prompt_boxes = scale_boxes(np.asarray(boxes).reshape(-1, 4), original_hw, self.spec)
         for start in range(0, len(boxes), self.decode_batch):
             batch = prompt_boxes[start : start + self.decode_batch]
+            self.decoded_batch = max(self.decoded_batch, len(batch))
             self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(batch)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
             postprocess_masks(logits, original_hw, self.spec, out=masks[start : start + len(batch)])

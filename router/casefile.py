@@ -10,12 +10,16 @@ Axis order:
 Output: `segs`, a label map of the image's spatial shape ((H, W) or (D, H, W)); 0 is background and
 label i belongs to `boxes[i - 1]`; uint8 for up to 255 boxes, uint16 above.
 
+Before anything is decompressed, `read_headers` reads each array's declared shape and dtype from the
+npy header at the start of its zip member (router.memory estimates a case's memory from them).
+
 Inputs are loaded with `allow_pickle=False` (a case file must never execute code) and never modified;
 outputs are written to a temporary file in the target folder and renamed, so none is half-written.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -96,13 +100,80 @@ def _clip_boxes(boxes: np.ndarray, spatial_shape: tuple[int, ...], dim: int) -> 
     return np.concatenate([lows, highs], axis=1).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class ArrayHeader:
+    """An array's shape and dtype as its npy header declares them (nothing decompressed)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the array takes once loaded (Python ints: a forged shape cannot overflow)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def case_kind(path: Path) -> tuple[int, str]:
+    """(dimension, modality) from a case's file name; CaseError for a name that is not a case's."""
+    try:
+        return parse_case_name(Path(path).name)
+    except CaseNameError as error:
+        raise CaseError(str(error)) from error
+
+
+def read_headers(path: Path) -> dict[str, ArrayHeader]:
+    """Array name ("imgs", ...) -> its declared shape and dtype, read from the start of each `.npy` member
+    of the npz without decompressing the rest: a 10 MB file may declare a 10 GB array."""
+    if not zipfile.is_zipfile(path):
+        raise CaseError("not a readable .npz file (not a zip archive)")
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in _HEADER_READERS:
+                        raise CaseError(f"array '{info.filename}' has unsupported npy format version {version}")
+                    shape, _, dtype = _HEADER_READERS[version](member)
+                headers[info.filename.removesuffix(".npy")] = ArrayHeader(tuple(shape), np.dtype(dtype))
+    except CaseError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise CaseError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
+    return headers
+
+
+def read_small_array(path: Path, name: str, headers: dict[str, ArrayHeader], max_bytes: int) -> np.ndarray | None:
+    """Array `name` of the npz at `path` (only that member is decompressed) when its header declares at
+    most `max_bytes`; None when it is absent, larger or unreadable (read_case then says what is wrong)."""
+    if name not in headers or headers[name].nbytes > max_bytes:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return np.asarray(npz[name])
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def segs_shape(dim: int, image: ArrayHeader) -> tuple[int, ...] | None:
+    """The label map's shape for an `imgs` header: (H, W) for 2D, (D, H, W) for 3D; None when the header's
+    shape is not one read_case accepts (it will say why)."""
+    if dim == 2 and (len(image.shape) == 2 or (len(image.shape) == 3 and image.shape[2] in (1, 3, 4))):
+        return image.shape[:2]
+    if dim == 3 and len(image.shape) == 3:
+        return image.shape
+    return None
+
+
 def read_case(path: Path) -> Case:
     """Read and validate one case file; raise CaseError with a one-line reason if it is unusable."""
     path = Path(path)
-    try:
-        dim, modality = parse_case_name(path.name)
-    except CaseNameError as error:
-        raise CaseError(str(error)) from error
+    dim, modality = case_kind(path)
     if not zipfile.is_zipfile(path):
         raise CaseError("not a readable .npz file (not a zip archive)")
     try:
@@ -208,3 +279,32 @@ def write_segs(path: Path, segs: np.ndarray) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a small text file (e.g. efficiency.csv) atomically."""
     _write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def output_is_complete(output: Path, shape: tuple[int, ...]) -> bool:
+    """Whether `output` holds a whole `segs` label map of `shape` (`--continue-prediction` skips such cases).
+
+    A missing, truncated or foreign file is not (reading every byte checks the zip's CRCs); a leftover
+    temp file of an interrupted write never is, since it has another name.
+    """
+    try:
+        with np.load(output, allow_pickle=False) as npz:
+            segs = npz["segs"]
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return segs.shape == tuple(shape) and segs.dtype in (np.uint8, np.uint16)
+
+
+def remove_stale_temps(output: Path) -> None:
+    """Delete temp files an interrupted write of `output` left beside it (`.<name>.XXXX.tmp`, a SIGKILL)."""
+    for stale in Path(output).parent.glob(f".{Path(output).name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Raise OSError unless a file can be created in `folder` (made if missing); root ignores permission
+    bits, so only trying tells."""
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(prefix=".seg-write-check.", dir=folder)
+    os.close(descriptor)
+    os.unlink(name)

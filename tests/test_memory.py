@@ -1,0 +1,126 @@
+"""Memory guard (router/memory.py): npy headers without decompressing, cgroup/MemAvailable budget,
+the estimate and the decoder batch it picks. Unit tests: real files, no models."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.casefile import CaseError, read_headers
+from router.memory import (
+    DECODE_BATCHES,
+    GIB,
+    MIB,
+    Warmth,
+    available_bytes,
+    cgroup_memory_limit,
+    estimate_case,
+    plan_case,
+)
+from tests.helpers import write_case
+
+
+def forged_npz(path: Path, shape: tuple[int, ...], dtype: str = "|u1") -> Path:
+    """An npz whose `imgs` header declares `shape` but holds 1 KiB of data: what a reader sees before
+    decompressing a bomb (np.load would only find out after allocating the array)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    boxes = io.BytesIO()
+    np.save(boxes, np.array([[1, 1, 1, 4, 4, 4]]))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("imgs.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(1024))
+        archive.writestr("boxes.npy", boxes.getvalue())
+    return path
+
+
+def headers_of(tmp_path: Path, image: np.ndarray) -> dict:
+    return read_headers(write_case(tmp_path / "case.npz", imgs=image))
+
+
+def test_headers_give_shape_and_dtype_without_decompressing(tmp_path):
+    path = forged_npz(tmp_path / "3DBox_CT_bomb.npz", (2000, 2000, 2000))
+    headers = read_headers(path)
+    assert headers["imgs"].shape == (2000, 2000, 2000) and headers["imgs"].dtype == np.uint8
+    assert headers["imgs"].nbytes == 8 * 10**9 and headers["boxes"].shape == (1, 6)
+    assert path.stat().st_size < 10_000  # what the headers came from
+
+
+def test_headers_of_a_real_case_and_of_a_non_zip(tmp_path):
+    path = write_case(tmp_path / "2DBox_US_a.npz", imgs=np.zeros((30, 40), np.float32), boxes=np.zeros((3, 4)))
+    headers = read_headers(path)
+    assert headers["imgs"].shape == (30, 40) and headers["imgs"].dtype == np.float32
+    assert headers["imgs"].nbytes == 30 * 40 * 4
+    (tmp_path / "2DBox_US_b.npz").write_bytes(b"not a zip")
+    with pytest.raises(CaseError, match="not a readable .npz"):
+        read_headers(tmp_path / "2DBox_US_b.npz")
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"memory.max": "1073741824\n"}, GIB),  # v2 with docker -m 1g
+        ({"memory.max": "max\n"}, None),  # v2 unlimited
+        ({"memory/memory.limit_in_bytes": "536870912\n"}, 512 * MIB),  # v1
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1 unlimited (2**63 rounded)
+        ({}, None),  # no cgroup files at all
+    ],
+)
+def test_cgroup_memory_limit(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_memory_limit(tmp_path) == expected
+
+
+def test_available_is_the_limit_less_resident_memory_capped_by_memavailable(tmp_path):
+    (tmp_path / "memory.max").write_text(f"{2 * GIB}\n")
+    status, meminfo = tmp_path / "status", tmp_path / "meminfo"
+    status.write_text("Name:\tpython\nVmRSS:\t  524288 kB\n")
+    meminfo.write_text("MemTotal: 8000000 kB\nMemAvailable: 4194304 kB\n")
+    assert available_bytes(tmp_path, meminfo, status) == 2 * GIB - 512 * MIB
+    meminfo.write_text("MemAvailable: 1048576 kB\n")  # the host has less free than the cgroup allows
+    assert available_bytes(tmp_path, meminfo, status) == GIB
+    (tmp_path / "memory.max").write_text("max\n")
+    assert available_bytes(tmp_path, meminfo, status) == GIB
+    assert available_bytes(tmp_path / "none", tmp_path / "none", status) is None
+
+
+def test_a_bomb_is_refused_naming_both_sizes(tmp_path):
+    headers = read_headers(forged_npz(tmp_path / "3DBox_CT_bomb.npz", (1200, 3000, 3000)))
+    estimate = estimate_case(3, headers, np.array([[1, 1, 1, 4, 4, 4]]), "propagate", "litemedsam")
+    assert estimate.by_batch[1] > 10.8e9
+    with pytest.raises(CaseError, match=r"needs \d+\.\d\d GiB of memory, 7\.00 GiB available"):
+        plan_case(estimate, 7 * GIB)
+
+
+def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
+    headers = headers_of(tmp_path, np.zeros((256, 256, 3), np.uint8))
+    boxes = np.array([[10, 10, 50, 50]] * 40)
+    estimate = estimate_case(2, headers, boxes, "image2d", "litemedsam")
+    needs = [estimate.by_batch[batch] for batch in DECODE_BATCHES]
+    assert needs == sorted(needs, reverse=True) and needs[0] > needs[-1] + 400 * MIB  # 15 boxes x 32 MiB
+    assert plan_case(estimate, needs[0]) == 16
+    assert plan_case(estimate, needs[0] - 1) == 8
+    assert plan_case(estimate, needs[-1]) == 1
+    assert plan_case(estimate, None) == 16  # memory unknown: no guard
+    with pytest.raises(CaseError, match="needs"):
+        plan_case(estimate, needs[-1] - 1)
+    # a warm predictor has its buffers already: only growth beyond its largest batch counts
+    warm = estimate_case(2, headers, boxes, "image2d", "litemedsam", Warmth(encoded=True, decoded_batch=16))
+    assert warm.by_batch[16] == warm.by_batch[1] < needs[-1]
+
+
+def test_estimate_grows_with_the_volume_and_the_votes(tmp_path):
+    small = headers_of(tmp_path, np.zeros((20, 64, 64), np.uint8))
+    boxes = np.array([[5, 5, 2, 40, 40, 15]])
+    propagate = estimate_case(3, small, boxes, "propagate", "litemedsam").by_batch[16]
+    vote = estimate_case(3, small, boxes, "triplanar_vote", "litemedsam").by_batch[16]
+    assert vote > propagate
+    big = headers_of(tmp_path, np.zeros((200, 64, 64), np.uint8))
+    assert estimate_case(3, big, boxes, "propagate", "litemedsam").by_batch[16] > propagate
+    floats = headers_of(tmp_path, np.zeros((20, 64, 64), np.float32))
+    assert estimate_case(3, floats, boxes, "propagate", "litemedsam").by_batch[16] >= propagate
