@@ -47,3 +47,16 @@ def nuclei() -> tuple[np.ndarray, np.ndarray]:
     from sample_data.stardist import stardist_nuclei
 
     return stardist_nuclei()
+
+
+@pytest.fixture(scope="module")
+def seg_image() -> str:
+    """The submission image's tag (SEG_TEST_IMAGE or seg:latest); skips where it is not built or no daemon answers."""
+    import docker
+    from tests.test_docker import CLIENT, SEG_IMAGE  # skips where no Docker daemon answers
+
+    try:
+        CLIENT.images.get(SEG_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{SEG_IMAGE} is not built (./build.sh image)")
+    return SEG_IMAGE

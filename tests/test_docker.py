@@ -8,6 +8,7 @@ Every container runs with `--network none` (the sandbox's daemon has no bridge) 
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from tests.helpers import ROOT, blob_volume, tight_box3d, write_case
 
 pytestmark = pytest.mark.docker
 
-SEG_IMAGE = "seg:latest"
+SEG_IMAGE = os.environ.get("SEG_TEST_IMAGE", "seg:latest")  # another image to test, e.g. a branch build
 TINY_IMAGE = "seg-time-eval-test:latest"
 MAX_IMAGE_MB = 600
 
@@ -176,17 +177,6 @@ def test_time_eval_records_every_case(tiny_image: str, tmp_path: Path) -> None:
 
 
 # ---- seg:latest ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def seg_image() -> str:
-    import docker
-
-    try:
-        CLIENT.images.get(SEG_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{SEG_IMAGE} is not built (./build.sh image)")
-    return SEG_IMAGE
 
 
 @pytest.fixture(scope="module")

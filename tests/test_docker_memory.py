@@ -4,7 +4,6 @@ SEG_TEST_IMAGE names another image to test (default seg:latest)."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,6 @@ from tests.helpers import blob_volume, tight_box3d, write_case
 from tests.test_docker import CLIENT, open_folders  # skips this module where no daemon answers
 
 pytestmark = pytest.mark.docker
-
-IMAGE = os.environ.get("SEG_TEST_IMAGE", "seg:latest")
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    import docker
-
-    try:
-        CLIENT.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{IMAGE} is not built (./build.sh image)")
-    return IMAGE
-
 
 def start(image: str, inputs: Path, outputs: Path, memory: str) -> Any:
     """docker run -d --network none -m MEMORY (no swap) --user 1234:1234 -v inputs -v outputs IMAGE."""
@@ -53,7 +38,7 @@ def good_volume(path: Path) -> None:
     write_case(path, imgs=volume, boxes=tight_box3d(mask)[None], spacing=np.array([1.0, 1.0, 3.0]))
 
 
-def test_bomb_before_a_good_case_under_1g(image, tmp_path):
+def test_bomb_before_a_good_case_under_1g(seg_image, tmp_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     # 1.2 GiB of zeros in a ~1 MB file, sorted first: without the guard the container is killed (137)
     # and the good case after it is never segmented.
@@ -63,7 +48,7 @@ def test_bomb_before_a_good_case_under_1g(image, tmp_path):
     del bomb
     assert (inputs / "3DBox_CT_abomb.npz").stat().st_size < 10 << 20
     good_volume(inputs / "3DBox_CT_good.npz")
-    status, log = finish(start(image, inputs, outputs, "1g"))
+    status, log = finish(start(seg_image, inputs, outputs, "1g"))
     assert status == 1, log
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: 3DBox_CT_abomb.npz: needs "), log
@@ -71,26 +56,26 @@ def test_bomb_before_a_good_case_under_1g(image, tmp_path):
     assert (outputs / "3DBox_CT_good.npz").is_file() and not (outputs / "3DBox_CT_abomb.npz").exists()
 
 
-def test_case_over_the_limit_runs_with_smaller_decoder_batches(image, tmp_path):
+def test_case_over_the_limit_runs_with_smaller_decoder_batches(seg_image, tmp_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     rng = np.random.default_rng(0)
     boxes = np.array([[x, y, x + 20, y + 20] for y in range(8, 220, 40) for x in range(8, 220, 40)])[:30]
     write_case(inputs / "2DBox_Endoscopy_many.npz", imgs=rng.integers(0, 255, (256, 256, 3), dtype=np.uint8),
                boxes=boxes)
-    status, log = finish(start(image, inputs, outputs, "900m"))
+    status, log = finish(start(seg_image, inputs, outputs, "900m"))
     assert status == 0, log
     assert "2DBox_Endoscopy_many.npz: decoding " in log and "boxes at a time to fit in memory" in log, log
     with np.load(outputs / "2DBox_Endoscopy_many.npz") as npz:
         assert npz["segs"].shape == (256, 256)
 
 
-def test_docker_stop_mid_run(image, tmp_path):
+def test_docker_stop_mid_run(seg_image, tmp_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     good_volume(inputs / "3DBox_CT_a.npz")
     for index in range(4):
         volume, mask = blob_volume(shape=(24, 96, 96), seed=index)
         write_case(inputs / f"3DBox_MR_{index}.npz", imgs=volume, boxes=tight_box3d(mask)[None])
-    container = start(image, inputs, outputs, "2g")
+    container = start(seg_image, inputs, outputs, "2g")
     deadline = time.monotonic() + 300
     while not (outputs / "3DBox_CT_a.npz").exists():
         assert time.monotonic() < deadline, container.logs().decode()
