@@ -54,7 +54,7 @@ class ModelPool:
                 log.info("%s", describe_choice(precision, cpu_has_bf16(), cpu_flags()))
             if self.precision == "bf16" and not cpu_has_bf16():
                 log.warning("WARNING: --precision bf16 on a CPU without native bf16 (AMX or AVX-512 BF16): "
-                            "OpenVINO would emulate it; auto takes %s here (see models/hardware.py)",
+                            "no speed to gain here; auto takes %s (see models/hardware.py)",
                             self._auto_precision(name))
             self._predictors[name] = SamPredictor(
                 get_spec(name), self.directory, self.threads, precision, self.cache_bytes
