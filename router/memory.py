@@ -87,26 +87,25 @@ def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return limit if limit is not None and limit < 1 << 60 else None
 
 
-def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
-    """MemAvailable of /proc/meminfo in bytes (what the kernel can give without swapping); None if unknown."""
+def _proc_kib_field(path: Path, field: str) -> int | None:
+    """A "Field:  N kB" line of a /proc file (meminfo, status) in bytes; None if absent or unreadable."""
     try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in path.read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
 
 
+def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (what the kernel can give without swapping); None if unknown."""
+    return _proc_kib_field(meminfo, "MemAvailable")
+
+
 def resident_bytes(status: Path = Path("/proc/self/status")) -> int:
     """This process's resident memory (VmRSS) in bytes; 0 if unknown."""
-    try:
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _proc_kib_field(status, "VmRSS") or 0
 
 
 def available_bytes(

@@ -82,10 +82,10 @@ def plan_memory(path: Path, route: Route, pool: ModelPool, memory: Memory = avai
     """The decoder batch `path` can run with in the memory left, from its npy headers (nothing large is
     decompressed); raises CaseError naming the need and the room when it cannot fit at all."""
     headers = read_headers(path)
-    if "imgs" not in headers:
-        return pool.get(route.model).decode_batch  # read_case names the missing key
-    dim, _ = case_kind(path)
     predictor = pool.get(route.model)  # compiled first: its memory is then part of what is already used
+    if "imgs" not in headers:
+        return predictor.decode_batch  # read_case names the missing key
+    dim, _ = case_kind(path)
     warmth = Warmth(predictor.encoder_calls > 0, predictor.decoded_batch)
     boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
     estimate = estimate_case(dim, headers, boxes, route.strategy, route.model, warmth, predictor.cache.budget_bytes)
