@@ -19,10 +19,12 @@ MIB = 1 << 20
 
 
 def _vm(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    from router.memory import proc_kib_field
+
+    value = proc_kib_field(Path("/proc/self/status"), field)
+    if value is None:
+        raise RuntimeError(f"{field} not in /proc/self/status")
+    return value
 
 
 def measure_one(path: Path, precision: str, threads: int) -> dict[str, object]:

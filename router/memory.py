@@ -87,7 +87,7 @@ def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return limit if limit is not None and limit < 1 << 60 else None
 
 
-def _proc_kib_field(path: Path, field: str) -> int | None:
+def proc_kib_field(path: Path, field: str) -> int | None:
     """A "Field:  N kB" line of a /proc file (meminfo, status) in bytes; None if absent or unreadable."""
     try:
         for line in path.read_text().splitlines():
@@ -100,12 +100,12 @@ def _proc_kib_field(path: Path, field: str) -> int | None:
 
 def meminfo_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     """MemAvailable of /proc/meminfo in bytes (what the kernel can give without swapping); None if unknown."""
-    return _proc_kib_field(meminfo, "MemAvailable")
+    return proc_kib_field(meminfo, "MemAvailable")
 
 
 def resident_bytes(status: Path = Path("/proc/self/status")) -> int:
     """This process's resident memory (VmRSS) in bytes; 0 if unknown."""
-    return _proc_kib_field(status, "VmRSS") or 0
+    return proc_kib_field(status, "VmRSS") or 0
 
 
 def available_bytes(
