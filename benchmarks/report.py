@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.big_cases import BIG_IMAGE_NAME, BIG_VOLUME_NAME, BIG_VOLUME_RSS_TARGET_MIB
-from models.registry import FALLBACK_MODEL
+from benchmarks.roofline import encoder_ms
 from router.modality import CaseNameError, parse_case_name
 
 # (title, key, format, width) of the columns of each method group
@@ -157,13 +157,7 @@ def format_precision_table(rows: Sequence[dict[str, Any]], methods: Sequence[str
 
     native_bf16, flags = cpu_has_bf16(), cpu_flags()
     mine = cpu_class(native_bf16, flags)
-    measured = {}
-    for method in methods:
-        done = [r for r in rows if r["method"] == method and not r.get("error") and r.get("encoder_calls")
-                and r.get("model") == FALLBACK_MODEL]
-        calls = sum(r["encoder_calls"] for r in done)
-        if calls:
-            measured[method] = 1000 * sum(r["encoder_seconds"] for r in done) / calls
+    measured = {m: ms for m in methods if (ms := encoder_ms(rows, m)[1]) is not None}
     lines = ["Precision decision table (models/hardware.py; LiteMedSAM encoder ms per slice, 2 threads):",
              f"  {'CPU class':<62}{'fp32':>6}{'int8':>6}{'bf16':>6}  source"]
     for row in PRECISION_TABLE:

@@ -112,6 +112,14 @@ def peak_rates(flags: set[str], fma_units: int) -> dict[str, tuple[float, str]]:
     return rates
 
 
+def encoder_ms(rows: Sequence[dict[str, Any]], method: str) -> tuple[int, float | None]:
+    """(LiteMedSAM encoder calls, ms per call) over `method`'s successful rows; ms None without a call."""
+    mine = [r for r in rows if r["method"] == method and not r.get("error") and r.get("model") == FALLBACK_MODEL
+            and r.get("encoder_calls")]
+    calls = sum(r["encoder_calls"] for r in mine)
+    return calls, (1000 * sum(r["encoder_seconds"] for r in mine) / calls if calls else None)
+
+
 def format_compute(rows: Sequence[dict[str, Any]], methods: Sequence[str], gflop: float | None,
                    threads: int | None, fma_units: int, roof: dict[str, float] | None = None) -> str:
     """Measured encoder GFLOP/s per method against the CPU's theoretical peaks and a measured MatMul roof."""
@@ -138,13 +146,10 @@ def format_compute(rows: Sequence[dict[str, Any]], methods: Sequence[str], gflop
         lines.append(f"  {precision} measured roof: {rate:.0f} GFLOP/s on one {ROOF_MATMUL}^3 OpenVINO MatMul{share}")
     lines.append("  measured (encoder ms per call includes resizing/normalising, so it understates the kernels):")
     for method in methods:
-        mine = [r for r in rows if r["method"] == method and not r.get("error") and r.get("model") == FALLBACK_MODEL
-                and r.get("encoder_calls")]
-        calls = sum(r["encoder_calls"] for r in mine)
-        if not calls:
+        calls, ms = encoder_ms(rows, method)
+        if ms is None:
             lines.append(f"    {method:<6} -")
             continue
-        ms = 1000 * sum(r["encoder_seconds"] for r in mine) / calls
         rate = gflop / (ms / 1000)
         precision = method if method in peaks else "fp32"
         if peaks.get(precision):
