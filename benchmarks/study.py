@@ -14,7 +14,8 @@ the reference: every other one gets per-case wins and losses against it.
 Prints, per (set, modality): cases, then for each variant mean DSC, mean NSD, seconds per case (the case alone,
 compile excluded), encoder passes per case and wins/losses (a DSC change over 0.005 either way). Every row also
 goes to OUT/rows.csv, and a rerun with the same OUT reuses the rows of a (variant, case) it already has, so a
-long study can be stopped and extended. Variants run in this one process, one after the other.
+long study can be stopped and extended; rows are keyed by the model files too, so a new export runs afresh.
+Variants run in this one process, one after the other.
 """
 
 from __future__ import annotations
@@ -75,11 +76,26 @@ class Variant:
     method: str
     config: Path | None = None
 
-    @property
-    def key(self) -> str:
-        """Identifies what the variant computes (method and routing table text), so reused rows stay valid."""
+    def key(self, models: Path) -> str:
+        """Identifies what the variant computes with the IR folder `models` (method, routing table text and the
+        model files it runs), so reused rows stay valid after a re-export or a new INT8 recipe."""
         text = self.config.read_text() if self.config else ""
-        return f"{self.method}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        return f"{self.method}:{hashlib.sha256(text.encode()).hexdigest()[:12]}:{model_digest(self.method, models)}"
+
+
+def model_digest(method: str, directory: Path) -> str:
+    """sha256 prefix over the IR files (.xml and .bin) in `directory` that `method` may run: the INT8 encoders
+    and the decoders for int8, every other IR for fp32 and bf16, all for auto; "-" for torch (PyTorch)."""
+    if method == "torch":
+        return "-"
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.*")):
+        if path.suffix not in (".xml", ".bin"):
+            continue
+        if method == "auto" or "decoder" in path.name or ("int8" in path.name) == (method == "int8"):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def parse_case_set(spec: str) -> CaseSet:
@@ -164,14 +180,15 @@ def run_study(sets: Sequence[CaseSet], variants: Sequence[Variant], threads: int
     rows = []
     for variant in variants:
         runner: VariantRunner | None = None
+        variant_key = variant.key(models)
         for case_set in sets:
             for path, gt in case_set.cases():
-                key = (variant.key, case_set.label, path.stem)
+                key = (variant_key, case_set.label, path.stem)
                 if key in done:
                     rows.append({**done[key], "variant": variant.label})
                     continue
                 runner = runner or VariantRunner(variant, threads, models)
-                row: dict[str, Any] = {"key": variant.key, "variant": variant.label, "set": case_set.label,
+                row: dict[str, Any] = {"key": variant_key, "variant": variant.label, "set": case_set.label,
                                        "case": path.stem, "modality": parse_case_name(path.name)[1]}
                 try:
                     segs, row["seconds"], row["encoder_calls"] = runner.run(path)

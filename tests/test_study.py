@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.study import model_digest
 from tests.helpers import ROOT, write_case
 
 
@@ -58,10 +59,21 @@ def test_study_compares_variants_and_reuses_its_rows(tmp_path: Path, ir_dir: Pat
         assert f"| s1 | {modality} |" in table
     assert "W/L vs zoom" in table
 
-    # a rerun finds every (variant, case) in rows.csv: nothing runs, so no model folder is needed
-    again = _study(*args, "--models", str(tmp_path / "no_models_here"))
+    # a rerun finds every (variant, case) in rows.csv: nothing runs
+    lines = (out / "rows.csv").read_text()
+    again = _study(*args, "--models", str(ir_dir))
     assert again.returncode == 0, again.stderr
-    assert (out / "study.md").read_text() == table
+    assert (out / "study.md").read_text() == table and (out / "rows.csv").read_text() == lines
+
+    # other model files are another computation: nothing is reused (and here nothing can run)
+    empty = tmp_path / "no_models_here"
+    empty.mkdir()
+    other = _study(*args, "--models", str(empty))
+    with (out / "rows.csv").open() as f:
+        fresh = [r for r in csv.DictReader(f) if r["key"].endswith(model_digest("fp32", empty))]
+    assert len(fresh) == 4 and all(r["error"] for r in fresh), other.stderr
+    assert model_digest("fp32", empty) != model_digest("fp32", ir_dir)
+    assert model_digest("int8", ir_dir) != model_digest("fp32", ir_dir) and model_digest("torch", ir_dir) == "-"
 
 
 def test_study_rejects_a_bad_variant(tmp_path: Path) -> None:
