@@ -13,7 +13,20 @@ import pytest
 import torch
 from torch import nn
 
-from models.export.quantize import calibration_images, calibration_inputs, quantize_encoder
+from models.export.quantize import (
+    FLOAT_LAYERS,
+    QUANTISED_KINDS,
+    calibration_images,
+    calibration_inputs,
+    control_items,
+    decode,
+    first_convolutions,
+    layer_key,
+    mask_agreement,
+    quantize_encoder,
+    quantized_layers,
+    resolve_layers,
+)
 from models.registry import get_spec, model_dir
 from models.transforms import preprocess
 from sample_data.stardist import stardist_nuclei
@@ -84,8 +97,9 @@ def test_quantize_tiny_encoder(tmp_path: Path) -> None:
         model = ov.convert_model(encoder, example_input=torch.zeros(1, 3, 256, 256))
     ov.save_model(model, str(tmp_path / SPEC.encoder_file), compress_to_fp16=False)
 
-    # float_first_convs=1: the default (3) would leave every convolution of this tiny model in FP32
-    out = quantize_encoder("litemedsam", tmp_path, subset_size=12, float_first_convs=1)
+    # float_first_convs=1: the default (3) would leave every convolution of this tiny model in FP32;
+    # float_layers=(): FLOAT_LAYERS names layers of the real encoder
+    out = quantize_encoder("litemedsam", tmp_path, subset_size=12, float_first_convs=1, float_layers=())
 
     assert out == tmp_path / SPEC.encoder_int8_file and out.is_file() and out.with_suffix(".bin").is_file()
     core = ov.Core()
@@ -100,10 +114,19 @@ def test_quantize_tiny_encoder(tmp_path: Path) -> None:
     assert not np.array_equal(reference, quantized)  # it really is a different (quantised) network
     assert _cosine(reference, quantized) > 0.98
 
+    # A layer named in float_layers loses its quantisers; the others keep theirs.
+    layers = quantized_layers(core.read_model(out))
+    kept = sorted(layers)[0]
+    partial = quantize_encoder(
+        "litemedsam", tmp_path, 12, tmp_path / "partial.xml", float_layers=[kept], float_first_convs=1
+    )
+    assert quantized_layers(core.read_model(partial)) == layers - {kept}
+
 
 @pytest.mark.skipif(not (model_dir() / SPEC.encoder_int8_file).is_file(), reason="run ./build.sh export first")
 def test_built_int8_encoder_is_close_to_fp32() -> None:
-    """The INT8 encoder ./build.sh export made stays close to FP32 on real and synthetic-volume images.
+    """The INT8 encoder ./build.sh export made stays close to FP32 on real and synthetic-volume images, and
+    keeps FLOAT_LAYERS (and nothing else beyond the stem) in float.
 
     Seeded volumes other than the calibration ones. The built encoder scores 0.981-0.985 here; NNCF's
     default transformer recipe (SmoothQuant, stem quantised) scores 0.967 on the CT slice and fails.
@@ -112,6 +135,11 @@ def test_built_int8_encoder_is_close_to_fp32() -> None:
     int8_file, fp32_file = model_dir() / SPEC.encoder_int8_file, model_dir() / SPEC.encoder_file
     fake_quantize, int8 = _int8_ops(core.read_model(int8_file))
     assert fake_quantize > 20 and int8 > 20
+    float_model = core.read_model(fp32_file)
+    layers = {layer_key(op) for op in float_model.get_ordered_ops() if op.get_type_name() in QUANTISED_KINDS}
+    stem_names = first_convolutions(float_model, 3)
+    stem = {layer_key(op) for op in float_model.get_ordered_ops() if op.get_friendly_name() in stem_names}
+    assert quantized_layers(core.read_model(int8_file)) == layers - stem - set(FLOAT_LAYERS)
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     fp32, quantized = (core.compile_model(f, "CPU", config) for f in (fp32_file, int8_file))
     ct, _ = synthetic_ct(np.random.default_rng(1))
@@ -119,6 +147,29 @@ def test_built_int8_encoder_is_close_to_fp32() -> None:
     for image in (stardist_nuclei()[0], ct[20], mr[18]):
         x = preprocess(image, SPEC)[0]
         assert _cosine(fp32(x)[0], quantized(x)[0]) > 0.975
+
+
+@pytest.mark.skipif(not (model_dir() / SPEC.encoder_file).is_file(), reason="run ./build.sh export first")
+def test_float_layers_name_ops_of_the_export_and_the_control_metric_tells_encoders_apart() -> None:
+    """FLOAT_LAYERS (NNCF's accuracy control's choice) must name ops the export still makes, or the build's
+    quantisation would fail; the control metric gives FP32 1.0 and a blind encoder far less."""
+    core = ov.Core()
+    model = core.read_model(model_dir() / SPEC.encoder_file)
+    assert len(set(resolve_layers(model, FLOAT_LAYERS))) == len(FLOAT_LAYERS) > 0
+    with pytest.raises(ValueError, match="no layer"):
+        resolve_layers(model, ["__module.no_such_layer/MatMul"])
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    encoder = core.compile_model(model, "CPU", config)
+    decoder = core.compile_model(model_dir() / SPEC.decoder_file, "CPU", config).create_infer_request()
+    items = control_items("litemedsam")[::20]
+    references = [decode(encoder(item.tensor)[0], item, decoder, "litemedsam") for item in items]
+    assert all(r.shape == (2, *item.original_hw) and r.any() for r, item in zip(references, items, strict=True))
+    same, per_item = mask_agreement(lambda x: encoder(x)[0], decoder, items, references, "litemedsam")
+    assert same == 1.0 and per_item == [1.0] * len(items)
+    blank, _ = mask_agreement(lambda x: np.zeros_like(encoder(x)[0]), decoder, items, references, "litemedsam")
+    assert blank < 0.95  # an encoder that sees nothing is told apart
+    truth, _ = mask_agreement(lambda x: encoder(x)[0], decoder, items, [item.truth for item in items], "litemedsam")
+    assert 0.6 < truth < 1.0  # against the true tumour masks: a real segmenter, not a perfect one
 
 
 def _random_box_decoder():

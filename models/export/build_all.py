@@ -24,6 +24,7 @@ SAMPLE_DATA_DIR = MODELS_DIR.parent / "sample_data"  # the INT8 calibration imag
 def _stamp(name: str, weights: Path | None) -> str:
     digest = hashlib.sha256()
     sources = [*sorted(EXPORT_DIR.glob("*.py")), MODELS_DIR / "registry.py", *sorted(SAMPLE_DATA_DIR.glob("*.py"))]
+    sources += sorted(SAMPLE_DATA_DIR.glob("*.npz"))  # calibration slices
     for source in sources:
         digest.update(source.read_bytes())
     if weights is not None:

@@ -2,25 +2,32 @@
 
     python -m models.export.quantize --model litemedsam --ir models/ir
 
-Calibration uses only real images the project already ships: the stardist wheel's 2D fluorescence
-image (img2d.tif), its 3D stack (img3d.tif, sliced along each axis) and its H&E crop (histo.jpg), with
-crops, flips and contrast variants, plus slices of the seeded synthetic CT/MR/PET demo volumes
-(sample_data.synthetic). Every sample goes through models.transforms.preprocess, so the activation
+Calibration uses only real images the project ships: the stardist wheel's 2D fluorescence image
+(img2d.tif), its 3D stack (img3d.tif, sliced along each axis) and its H&E crop (histo.jpg), with crops,
+flips and contrast variants, plus the CT, MR and PET sarcoma slices of sample_data/sarcoma_slices.npz
+(patients 7-14, CC BY 3.0). Every sample goes through models.transforms.preprocess, so the activation
 ranges are those of the tensors the runtime feeds.
+
+The layers kept in float (FLOAT_LAYERS) were chosen by NNCF's accuracy control, which reverts the
+quantised layers that cost the most mask Dice on the sarcoma slices until the drop is within bounds:
+
+    python -m models.export.quantize --search-float-layers     # tens of minutes; prints FLOAT_LAYERS
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from models.registry import get_spec
-from models.transforms import preprocess
+from models.transforms import postprocess_masks, preprocess, scale_boxes
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -49,14 +56,14 @@ def _variants(image: np.ndarray, rng: np.random.Generator, count: int) -> Iterat
 
 
 def calibration_images(seed: int = _SEED) -> list[np.ndarray]:
-    """Real and synthetic uint8 images, grey (H, W) or RGB (H, W, 3), in a fixed shuffled order.
+    """Real uint8 images, grey (H, W) or RGB (H, W, 3), in a fixed shuffled order.
 
     The order interleaves sources so that any prefix (a small subset_size) still mixes all of them.
     """
     import tifffile
 
+    from sample_data.sarcoma import sarcoma_slices
     from sample_data.stardist import scale_to_uint8, stardist_file
-    from sample_data.synthetic import synthetic_ct, synthetic_mr, synthetic_pet
 
     rng = np.random.default_rng(seed)
     groups: list[list[np.ndarray]] = []
@@ -77,12 +84,9 @@ def calibration_images(seed: int = _SEED) -> list[np.ndarray]:
         histo = cv2.cvtColor(histo, cv2.COLOR_BGR2RGB)
         groups.append([histo, *_variants(histo, rng, 7)])
 
-    for make in (synthetic_ct, synthetic_mr, synthetic_pet):
-        volume, _ = make(np.random.default_rng(seed))
-        depth = volume.shape[0]
-        axial = [volume[z] for z in np.linspace(depth * 0.15, depth * 0.85, 8).astype(int)]
-        side = [volume[:, volume.shape[1] // 2], volume[:, :, volume.shape[2] // 2]]
-        groups.append([np.ascontiguousarray(s) for s in axial + side])
+    sarcoma = sarcoma_slices()
+    for modality in ("CT", "MR", "PET"):
+        groups.append([item.image for item in sarcoma if item.modality == modality])
 
     for group in groups:
         rng.shuffle(group)
@@ -111,59 +115,240 @@ def first_convolutions(model: ov.Model, count: int) -> list[str]:
     return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds][:count]
 
 
+# Layers NNCF's accuracy control chose to keep in float (search_float_layers, max_drop 0.002), on top of the
+# stem: on the sarcoma slices the INT8 encoder lost 0.0051 mask Dice with every layer quantised, 0.0009 without these.
+FLOAT_LAYERS: tuple[str, ...] = (
+    "GroupConvolution before __module.layers.1.blocks.0.local_conv.bn/aten::batch_norm/BatchNormInference",
+    "__module.layers.2.blocks.0.attn.proj/aten::linear/MatMul",
+)
+
+
+def _quantization_arguments(
+    model: ov.Model,
+    float_layers: Sequence[str],
+    *,
+    model_type: str | None = "transformer",
+    smooth_quant: bool = False,
+    float_first_convs: int = 3,
+    bias_correction: bool = False,
+) -> dict[str, Any]:
+    """The keyword arguments nncf.quantize and nncf.quantize_with_accuracy_control share (see quantize_encoder)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    advanced = AdvancedQuantizationParameters(disable_bias_correction=not bias_correction)
+    if not smooth_quant:
+        advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
+    ignored = [*first_convolutions(model, float_first_convs), *resolve_layers(model, float_layers)]
+    return {
+        "preset": nncf.QuantizationPreset.MIXED,
+        "model_type": nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
+        "fast_bias_correction": True,
+        "ignored_scope": nncf.IgnoredScope(names=ignored) if ignored else None,
+        "advanced_quantization_parameters": advanced,
+    }
+
+
+def _quantize(model: ov.Model, inputs: list[np.ndarray], float_layers: Sequence[str], **options: Any) -> ov.Model:
+    """nncf.quantize with _quantization_arguments, calibrated on all of `inputs`."""
+    import nncf
+
+    arguments = _quantization_arguments(model, float_layers, **options)
+    arguments["advanced_parameters"] = arguments.pop("advanced_quantization_parameters")
+    return nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs), **arguments)
+
+
 def quantize_encoder(
     name: str,
     ir_dir: Path,
     subset_size: int = DEFAULT_SUBSET_SIZE,
     out_file: Path | None = None,
     *,
-    model_type: str | None = "transformer",
-    smooth_quant: bool = False,
-    float_first_convs: int = 3,
-    bias_correction: bool = False,
+    float_layers: Sequence[str] = FLOAT_LAYERS,
+    **options: Any,
 ) -> Path:
     """Quantise `ir_dir / spec.encoder_file` to INT8 and write `ir_dir / spec.encoder_int8_file` (or `out_file`).
 
-    Weights per channel (symmetric), activations per tensor (mixed preset). model_type "transformer"
-    keeps the softmax/layer-norm/GELU paths in float; smooth_quant moves activation outliers into the
-    MatMul weights; float_first_convs leaves that many leading convolutions (the stem) in FP32;
-    bias_correction lets NNCF shift biases to undo the mean error seen on the calibration images.
-    Returns the written .xml path.
+    Weights per channel (symmetric), activations per tensor (mixed preset); `float_layers` (layer_key
+    names) keep float inputs. Options: model_type "transformer" keeps the softmax/layer-norm/GELU paths in
+    float; smooth_quant moves activation outliers into the MatMul weights; float_first_convs leaves that
+    many leading convolutions (the stem) in FP32; bias_correction lets NNCF shift biases to undo the mean
+    error seen on the calibration images. Returns the written .xml path.
 
     Defaults measured on LiteMedSAM (encoder 256x256; embedding cosine to FP32, dev DSC vs FP32):
       * NNCF's suggestion for transformers (SmoothQuant on): cosine 0.974 mean, 0.86 on an X-ray.
       * SmoothQuant off, the 3 stem convolutions in FP32: cosine 0.990 mean, 0.986 worst; but the
         dev US case lost 0.05 DSC and Mammography 0.04, from a systematic shrink of the mask.
-      * ... and no bias correction (the default): cosine 0.986 mean, 0.971 worst, yet every dev
-        modality within 0.005 DSC of FP32 or better. Bias correction fits the mean output shift of
-        the calibration images (fluorescence, synthetic volumes) and carried it to modalities
-        unlike them; weights-only INT8 with those corrected biases showed the same US shrink.
+      * ... and no bias correction (the default): cosine 0.986 mean, 0.971 worst. Bias correction fits
+        the mean output shift of the calibration images and carried it to modalities unlike them;
+        weights-only INT8 with those corrected biases showed the same US shrink.
     """
-    import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     spec = get_spec(name)
     ir_dir = Path(ir_dir)
     model = ov.Core().read_model(ir_dir / spec.encoder_file)
-    inputs = calibration_inputs(name, subset_size)
-    advanced = AdvancedQuantizationParameters(disable_bias_correction=not bias_correction)
-    if not smooth_quant:
-        advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
-    ignored = nncf.IgnoredScope(names=first_convolutions(model, float_first_convs)) if float_first_convs else None
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(inputs),
-        preset=nncf.QuantizationPreset.MIXED,
-        model_type=nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
-        subset_size=len(inputs),
-        fast_bias_correction=True,
-        ignored_scope=ignored,
-        advanced_parameters=advanced,
-    )
+    quantized = _quantize(model, calibration_inputs(name, subset_size), float_layers, **options)
     out = Path(out_file) if out_file else ir_dir / spec.encoder_int8_file
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     return out
+
+
+# Each control slice is prompted with its tumour's tight box and with that box grown by 10% of its size per
+# side (a propagated or hand-drawn box is rarely tight): with tight boxes alone the decoder fills the box
+# from the prompt and hardly needs the image, which hides what quantisation does to the embedding.
+CONTROL_MARGINS = (0.0, 0.1)
+
+
+@dataclass(frozen=True)
+class ControlItem:
+    """One accuracy-control image: encoder input (1, 3, S, S) float32, its prompt boxes (M, 4) float32 in
+    the model's frame, and its true mask (H, W) bool (every prompt is around the same object)."""
+
+    tensor: np.ndarray
+    prompts: np.ndarray
+    truth: np.ndarray
+
+    @property
+    def original_hw(self) -> tuple[int, int]:
+        return (self.truth.shape[0], self.truth.shape[1])
+
+
+def control_items(name: str) -> list[ControlItem]:
+    """The shipped sarcoma slices as ControlItems, one prompt per CONTROL_MARGINS around the tumour."""
+    from sample_data.sarcoma import sarcoma_slices
+
+    spec = get_spec(name)
+    items = []
+    for item in sarcoma_slices():
+        rows, cols = np.nonzero(item.mask)
+        tight = np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float64)
+        size = np.tile(tight[2:] - tight[:2] + 1, 2)
+        boxes = [tight + np.array([-1, -1, 1, 1]) * margin * size for margin in CONTROL_MARGINS]
+        upper = np.array([item.mask.shape[1], item.mask.shape[0]] * 2) - 1
+        prompts = scale_boxes(np.clip(np.round(boxes), 0, upper), item.mask.shape, spec)
+        items.append(ControlItem(preprocess(item.image, spec)[0], prompts, item.mask))
+    return items
+
+
+def decode(features: np.ndarray, item: ControlItem, decoder: ov.InferRequest, name: str) -> np.ndarray:
+    """(1, C, h, w) embedding of `item` -> (M, H, W) bool masks, one per prompt, through an f32 `decoder`."""
+    decoder.infer({0: features, 1: item.prompts})
+    return postprocess_masks(decoder.get_output_tensor(0).data, item.original_hw, get_spec(name))
+
+
+def mask_agreement(
+    encode: Callable[[np.ndarray], np.ndarray],
+    decoder: ov.InferRequest,
+    items: Sequence[ControlItem],
+    references: Sequence[np.ndarray],
+    name: str,
+) -> tuple[float, list[float]]:
+    """Mean and per-item Dice between the masks decoded with `encode` (tensor -> features) as the encoder
+    and `references`, each (M, H, W) bool (e.g. the FP32 encoder's masks) or (H, W) for all prompts (the
+    truth); an item's Dice is the mean over its prompts, 1.0 where both masks are empty."""
+    per_item = []
+    for item, reference_masks in zip(items, references, strict=True):
+        masks = decode(encode(item.tensor), item, decoder, name)
+        reference = np.broadcast_to(reference_masks, masks.shape)
+        overlap = (masks & reference).sum(axis=(1, 2))
+        sizes = masks.sum(axis=(1, 2)) + reference.sum(axis=(1, 2))
+        per_item.append(float(np.mean(np.where(sizes > 0, 2 * overlap / np.maximum(sizes, 1), 1.0))))
+    return float(np.mean(per_item)), per_item
+
+
+QUANTISED_KINDS = ("Convolution", "GroupConvolution", "MatMul", "ScaledDotProductAttention")  # what NNCF quantises
+_PASS_THROUGH = ("Reshape", "Transpose", "Convert", "Squeeze", "Unsqueeze", "Split", "VariadicSplit")
+
+
+def layer_key(op: ov.Node) -> str:
+    """A name for a layer that survives re-export: its friendly name when the converter took it from the torch
+    module path ("__module..."), else "<type> before <its first consumer's key>" (auto-numbered names such
+    as "Multiply_22099", a convolution with its batch norm folded in, change with the conversion)."""
+    name = op.get_friendly_name()
+    if name.startswith("__module."):
+        return name
+    consumers = [target.get_node() for target in op.output(0).get_target_inputs()]
+    while consumers and consumers[0].get_type_name() == "FakeQuantize":  # the same key quantised or not
+        consumers = [target.get_node() for target in consumers[0].output(0).get_target_inputs()]
+    return f"{op.get_type_name()} before {layer_key(consumers[0])}" if consumers else name
+
+
+def resolve_layers(model: ov.Model, keys: Sequence[str]) -> list[str]:
+    """Friendly names of the layers `keys` (layer_key) name in `model`; ValueError naming any not found."""
+    layers = [op for op in model.get_ordered_ops() if op.get_type_name() in QUANTISED_KINDS]
+    names = {layer_key(op): op.get_friendly_name() for op in layers}
+    missing = [key for key in keys if key not in names]
+    if missing:
+        raise ValueError(f"the encoder has no layer {missing[0]!r}: re-run --search-float-layers for this export")
+    return [names[key] for key in keys]
+
+
+def quantized_layers(model: ov.Model) -> set[str]:
+    """layer_key of every QUANTISED_KINDS op that reads an INT8 input: a FakeQuantize output, directly or
+    through reshapes, transposes and splits (NNCF places the quantiser before those)."""
+
+    def from_fake_quantize(node: ov.Node) -> bool:
+        kind = node.get_type_name()
+        if kind == "FakeQuantize":
+            return True
+        return kind in _PASS_THROUGH and from_fake_quantize(node.input(0).get_source_output().get_node())
+
+    return {
+        layer_key(op)
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in QUANTISED_KINDS
+        and any(from_fake_quantize(port.get_source_output().get_node()) for port in op.inputs())
+    }
+
+
+def search_float_layers(
+    name: str,
+    ir_dir: Path,
+    max_drop: float = 0.002,
+    ranking_subset_size: int = 40,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+) -> list[str]:
+    """Run nncf.quantize_with_accuracy_control on the FP32 encoder, with the metric the masks' Dice against
+    the true tumour masks of the sarcoma slices (both CONTROL_MARGINS prompts, f32 decoder in the loop);
+    return the layer_key of each layer it keeps in float beyond quantize_encoder's stem, sorted. max_drop is
+    absolute."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    spec = get_spec(name)
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    model = core.read_model(Path(ir_dir) / spec.encoder_file)
+    decoder = core.compile_model(Path(ir_dir) / spec.decoder_file, "CPU", f32).create_infer_request()
+
+    def validate(compiled: ov.CompiledModel, data: Any) -> tuple[float, list[float]]:
+        request = compiled.create_infer_request()
+
+        def encode(tensor: np.ndarray) -> np.ndarray:
+            request.infer({0: tensor})
+            return request.get_output_tensor(0).data.copy()
+
+        subset = list(data)  # NNCF ranks on subsets of the items
+        return mask_agreement(encode, decoder, subset, [item.truth for item in subset], name)
+
+    inputs = calibration_inputs(name, subset_size)
+    plain = _quantize(model, inputs, ())
+    arguments = _quantization_arguments(model, ())
+    controlled = nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(inputs),
+        nncf.Dataset(control_items(name)),
+        validate,
+        max_drop=max_drop,
+        subset_size=len(inputs),
+        **arguments,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            ranking_subset_size=ranking_subset_size, num_ranking_workers=1
+        ),
+    )
+    return sorted(quantized_layers(plain) - quantized_layers(controlled))
 
 
 def main() -> None:
@@ -171,7 +356,18 @@ def main() -> None:
     parser.add_argument("--model", default="litemedsam")
     parser.add_argument("--ir", type=Path, default=Path(__file__).resolve().parents[1] / "ir")
     parser.add_argument("--subset-size", type=int, default=DEFAULT_SUBSET_SIZE)
+    parser.add_argument(
+        "--search-float-layers",
+        action="store_true",
+        help="run NNCF's accuracy control and print the FLOAT_LAYERS it chose (writes no model)",
+    )
+    parser.add_argument("--max-drop", type=float, default=0.002, help="with --search-float-layers: absolute Dice")
     args = parser.parse_args()
+    if args.search_float_layers:
+        logging.basicConfig(level=logging.INFO)
+        layers = search_float_layers(args.model, args.ir, args.max_drop, subset_size=args.subset_size)
+        print("FLOAT_LAYERS = (\n" + "".join(f'    "{layer}",\n' for layer in layers) + ")")
+        return
     print(f"wrote {quantize_encoder(args.model, args.ir, args.subset_size)}")
 
 
