@@ -196,7 +196,8 @@ def quantize_encoder(
 
 # Each control slice is prompted with its tumour's tight box and with that box grown by 10% of its size per
 # side (a propagated or hand-drawn box is rarely tight): with tight boxes alone the decoder fills the box
-# from the prompt and hardly needs the image, which hides what quantisation does to the embedding.
+# from the prompt and hardly needs the image (an all-zero embedding scored 0.726 Dice against FP32's 0.727 on
+# every 20th slice), which hides what quantisation does to the embedding.
 CONTROL_MARGINS = (0.0, 0.1)
 
 
