@@ -128,8 +128,9 @@ def test_built_int8_encoder_is_close_to_fp32() -> None:
     """The INT8 encoder ./build.sh export made stays close to FP32 on real and synthetic-volume images, and
     keeps FLOAT_LAYERS (and nothing else beyond the stem) in float.
 
-    Seeded volumes other than the calibration ones. The built encoder scores 0.981-0.985 here; NNCF's
-    default transformer recipe (SmoothQuant, stem quantised) scores 0.967 on the CT slice and fails.
+    Seeded synthetic volumes, not among the calibration images. The built encoder scores 0.981-0.985 here
+    (the previous recipe as well); NNCF's default transformer recipe (SmoothQuant, stem quantised) scores 0.967
+    on the CT slice and fails.
     """
     core = ov.Core()
     int8_file, fp32_file = model_dir() / SPEC.encoder_int8_file, model_dir() / SPEC.encoder_file
