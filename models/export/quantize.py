@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from models.boxes import mask_bbox
 from models.registry import get_spec
 from models.transforms import postprocess_masks, preprocess, scale_boxes
 
@@ -222,8 +223,9 @@ def control_items(name: str) -> list[ControlItem]:
     spec = get_spec(name)
     items = []
     for item in sarcoma_slices():
-        rows, cols = np.nonzero(item.mask)
-        tight = np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float64)
+        tight = mask_bbox(item.mask)
+        if tight is None:
+            raise ValueError(f"a {item.modality} slice of patient {item.patient} has an empty mask")
         size = np.tile(tight[2:] - tight[:2] + 1, 2)
         boxes = [tight + np.array([-1, -1, 1, 1]) * margin * size for margin in CONTROL_MARGINS]
         upper = np.array([item.mask.shape[1], item.mask.shape[0]] * 2) - 1
