@@ -28,26 +28,34 @@ _CASE = re.compile(r"3DBox_(CT|MR|PET)_IBSISTS(\d{3})(T1)?\.npz$")
 
 @dataclass(frozen=True)
 class SarcomaSlice:
-    """One 2D slice: `image` (H, W) uint8, `mask` (H, W) bool (the tumour), where it came from."""
+    """One 2D slice: `image` (H, W) uint8, `mask` (H, W) bool (the tumour), `volume_box` (4,) int
+    [x_min, y_min, x_max, y_max] in the slice's frame (the tumour's 3D box seen in this view: the prompt a
+    3D case gives the slice), and where it came from."""
 
     image: np.ndarray
     mask: np.ndarray
+    volume_box: np.ndarray
     modality: str  # CT, MR or PET
     patient: int
     view: str  # axial, coronal or sagittal
 
 
-def slices_of_volume(image: np.ndarray, mask: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(D, H, W) uint8 volume and bool mask -> [(view, (h, w) image, (h, w) mask)]: axial slices at
-    AXIAL_FRACTIONS of the mask's z range, then one coronal and one sagittal slice through its centroid."""
+def slices_of_volume(image: np.ndarray, mask: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(D, H, W) uint8 volume and bool mask -> [(view, (h, w) image, (h, w) mask, (4,) volume box)]: axial
+    slices at AXIAL_FRACTIONS of the mask's z range, then one coronal (z, x) and one sagittal (z, y) slice
+    through its centroid. The volume box is the mask's 3D box [x_min, y_min, x_max, y_max] in that slice's
+    (column, row) frame: (x, y) axial, (x, z) coronal, (y, z) sagittal."""
     z_indices, y_indices, x_indices = np.nonzero(mask)
     z_low, z_high = int(z_indices.min()), int(z_indices.max())
+    y_low, y_high = int(y_indices.min()), int(y_indices.max())
+    x_low, x_high = int(x_indices.min()), int(x_indices.max())
+    axial_box = np.array([x_low, y_low, x_high, y_high])
     picked = sorted({int(round(z_low + f * (z_high - z_low))) for f in AXIAL_FRACTIONS})
-    out = [("axial", image[z], mask[z]) for z in picked if mask[z].any()]
+    out = [("axial", image[z], mask[z], axial_box) for z in picked if mask[z].any()]
     y_mid, x_mid = int(np.median(y_indices)), int(np.median(x_indices))
-    out.append(("coronal", image[:, y_mid], mask[:, y_mid]))
-    out.append(("sagittal", image[:, :, x_mid], mask[:, :, x_mid]))
-    return [(view, np.ascontiguousarray(i), np.ascontiguousarray(m)) for view, i, m in out if m.any()]
+    out.append(("coronal", image[:, y_mid], mask[:, y_mid], np.array([x_low, z_low, x_high, z_high])))
+    out.append(("sagittal", image[:, :, x_mid], mask[:, :, x_mid], np.array([y_low, z_low, y_high, z_high])))
+    return [(view, np.ascontiguousarray(i), np.ascontiguousarray(m), b) for view, i, m, b in out if m.any()]
 
 
 def build(dev_sts: Path, out_file: Path = SLICES_FILE) -> int:
@@ -60,9 +68,10 @@ def build(dev_sts: Path, out_file: Path = SLICES_FILE) -> int:
             continue
         with np.load(case) as data, np.load(dev_sts / "gts" / case.name) as truth:
             volume, labels = data["imgs"], truth["gts"]
-        for view, image, mask in slices_of_volume(volume, labels == 1):
+        for view, image, mask, volume_box in slices_of_volume(volume, labels == 1):
             index = len(rows)
             arrays[f"image_{index:03d}"], arrays[f"mask_{index:03d}"] = image, mask
+            arrays[f"box_{index:03d}"] = volume_box.astype(np.int32)
             rows.append((match.group(1), int(match.group(2)), view))
     arrays["modality"] = np.array([r[0] for r in rows])
     arrays["patient"] = np.array([r[1] for r in rows])
@@ -76,7 +85,12 @@ def sarcoma_slices(path: Path = SLICES_FILE) -> list[SarcomaSlice]:
     with np.load(path) as data:
         return [
             SarcomaSlice(
-                data[f"image_{i:03d}"], data[f"mask_{i:03d}"].astype(bool), str(modality), int(patient), str(view)
+                data[f"image_{i:03d}"],
+                data[f"mask_{i:03d}"].astype(bool),
+                data[f"box_{i:03d}"].astype(np.int64),
+                str(modality),
+                int(patient),
+                str(view),
             )
             for i, (modality, patient, view) in enumerate(
                 zip(data["modality"], data["patient"], data["view"], strict=True)
