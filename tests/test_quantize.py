@@ -163,6 +163,9 @@ def test_float_layers_name_ops_of_the_export_and_the_control_metric_tells_encode
     encoder = core.compile_model(model, "CPU", config)
     decoder = core.compile_model(model_dir() / SPEC.decoder_file, "CPU", config).create_infer_request()
     items = control_items("litemedsam")[::20]
+    assert [item.index for item in items] == list(range(0, 20 * len(items), 20))
+    for item in items:  # the volume box (prompt 1) holds the slice's tight box (prompt 0)
+        assert (item.prompts[1, :2] <= item.prompts[0, :2]).all() and (item.prompts[1, 2:] >= item.prompts[0, 2:]).all()
     references = [decode(encoder(item.tensor)[0], item, decoder, "litemedsam") for item in items]
     assert all(r.shape == (2, *item.original_hw) and r.any() for r, item in zip(references, items, strict=True))
     same, per_item = mask_agreement(lambda x: encoder(x)[0], decoder, items, references, "litemedsam")
