@@ -120,8 +120,8 @@ def first_convolutions(model: ov.Model, count: int) -> list[str]:
 # against the true masks with tight and 10%-grown boxes (max_drop 0.002): every layer quantised lost 0.0051 there,
 # 0.0009 without these two. Against FP32's own masks (today's metric) they matter little: agreement 0.949 with
 # them, 0.948 without. Nor does today's metric find a short list: the error is spread over the 76 layers, and
-# keeping its top-ranked 4, 8, 16 or 32 in float gives 0.954, 0.961, 0.968, 0.974 (bf16: 0.981) for 22%
-# more encoder time. So these two stay (README "Precision and speed").
+# keeping its top-ranked 4, 8, 16 or 32 in float gives 0.954, 0.961, 0.968, 0.974 (bf16: 0.981); 32 cost
+# 22-34% more encoder time (two idle runs). So these two stay (README "Precision and speed").
 FLOAT_LAYERS: tuple[str, ...] = (
     "GroupConvolution before __module.layers.1.blocks.0.local_conv.bn/aten::batch_norm/BatchNormInference",
     "__module.layers.2.blocks.0.attn.proj/aten::linear/MatMul",
@@ -323,8 +323,8 @@ def search_float_layers(
     minutes each after its 25-minute ranking on 2 cores, and returns the best it reached.
 
     Agreement with FP32, not Dice against the true masks: quantisation errors move a slice's mask either way,
-    so against the truth they mostly cancel (INT8 changed it by -0.004 while agreeing with FP32 at only 0.95),
-    and a 3D case compounds them, slice to slice and view to view."""
+    so against the truth they mostly cancel (INT8 moved it by -0.003 on these prompts while agreeing with
+    FP32 at only 0.95), and a 3D case compounds them, slice to slice and view to view."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
