@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.boxes import boxes_from_labels
+
 SLICES_FILE = Path(__file__).with_name("sarcoma_slices.npz")
 PATIENTS = range(7, 15)  # 15..21 are the INT8 validation cases: never shipped
 AXIAL_FRACTIONS = (0.2, 0.4, 0.6, 0.8)  # where in the tumour's z range the axial slices are taken
@@ -45,13 +47,11 @@ def slices_of_volume(image: np.ndarray, mask: np.ndarray) -> list[tuple[str, np.
     slices at AXIAL_FRACTIONS of the mask's z range, then one coronal (z, x) and one sagittal (z, y) slice
     through its centroid. The volume box is the mask's 3D box [x_min, y_min, x_max, y_max] in that slice's
     (column, row) frame: (x, y) axial, (x, z) coronal, (y, z) sagittal."""
-    z_indices, y_indices, x_indices = np.nonzero(mask)
-    z_low, z_high = int(z_indices.min()), int(z_indices.max())
-    y_low, y_high = int(y_indices.min()), int(y_indices.max())
-    x_low, x_high = int(x_indices.min()), int(x_indices.max())
-    axial_box = np.array([x_low, y_low, x_high, y_high])
+    x_low, y_low, z_low, x_high, y_high, z_high = (int(v) for v in boxes_from_labels(mask.astype(np.uint8))[0])
     picked = sorted({int(round(z_low + f * (z_high - z_low))) for f in AXIAL_FRACTIONS})
+    axial_box = np.array([x_low, y_low, x_high, y_high])
     out = [("axial", image[z], mask[z], axial_box) for z in picked if mask[z].any()]
+    _, y_indices, x_indices = np.nonzero(mask)
     y_mid, x_mid = int(np.median(y_indices)), int(np.median(x_indices))
     out.append(("coronal", image[:, y_mid], mask[:, y_mid], np.array([x_low, z_low, x_high, z_high])))
     out.append(("sagittal", image[:, :, x_mid], mask[:, :, x_mid], np.array([y_low, z_low, y_high, z_high])))
