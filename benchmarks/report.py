@@ -151,11 +151,16 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v) for k, v in r.items()})
 
 
-def format_precision_table(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> str:
-    """models.hardware's decision table, this CPU's row marked with what this run measured and auto's choice."""
-    from models.hardware import PRECISION_TABLE, choose_precision, cpu_class, cpu_flags, cpu_has_bf16
+def format_precision_table(
+    rows: Sequence[dict[str, Any]], methods: Sequence[str], models: Path | None = None
+) -> str:
+    """models.hardware's decision table, this CPU's row marked with what this run measured and auto's choice
+    (with the recipe of the INT8 LiteMedSAM encoder in `models`, default models.registry.model_dir())."""
+    from models.hardware import PRECISION_TABLE, choose_precision, cpu_class, cpu_flags, cpu_has_bf16, int8_recipe
+    from models.registry import get_spec, model_dir
 
     native_bf16, flags = cpu_has_bf16(), cpu_flags()
+    recipe = int8_recipe(Path(models or model_dir()) / get_spec("litemedsam").encoder_int8_file)
     mine = cpu_class(native_bf16, flags)
     measured = {m: ms for m in methods if (ms := encoder_ms(rows, m)[1]) is not None}
     lines = ["Precision decision table (models/hardware.py; LiteMedSAM encoder ms per slice, 2 threads):",
@@ -166,7 +171,7 @@ def format_precision_table(rows: Sequence[dict[str, Any]], methods: Sequence[str
         if row is mine:
             here = " / ".join(f"{m} {ms:.0f}" for m, ms in measured.items()) or "no pipeline method ran"
             lines.append(f"  ^ this CPU; this run measured {here} ms per encoder call; auto chooses "
-                         f"{choose_precision(native_bf16, flags, True)}")
+                         f"{choose_precision(native_bf16, flags, recipe)} (INT8 encoder: {recipe or 'not built'})")
     if mine is None:
         lines.append("  this CPU's flags are unknown: auto chooses fp32")
     return "\n".join(lines)

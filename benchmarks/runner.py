@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_compute(rows, methods, gflop, args.threads, args.fma_units, roof))
     print()
-    print(format_precision_table(rows, methods))
+    print(format_precision_table(rows, methods, models))
     for line in format_big(rows):
         print(line)
     if args.csv:

@@ -6,8 +6,9 @@ and on the one class later measured for real (Zen 4) they were wrong (bf16 493 m
 only real rows decide anything beyond "has it or not".
 
 Rule: bf16 wherever OpenVINO computes bf16 natively (AMX or AVX-512 BF16): fp32's accuracy (the encoder's input
-layers stay f32) at the lowest real time. Elsewhere INT8 only if the INT8 encoder holds fp32's accuracy on
-validation cases (`INT8_WITHIN_BOUND`) and the CPU has an int8 dot product or AVX-512; else fp32.
+layers stay f32) at the lowest real time. Elsewhere INT8 only if the recipe that made the INT8 encoder (the IR
+records it) holds fp32's accuracy on validation cases (`INT8_RECIPES_WITHIN_BOUND`) and the CPU has an int8 dot
+product or AVX-512; else fp32.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ PRECISION_TABLE = (
     PrecisionRow("AVX2 without VNNI (most CPUs before 2021)", 524, 671, None, EMULATED),
 )
 
-# Whether the INT8 encoder (models/export/quantize.py) holds fp32's accuracy: mean DSC within 0.005 of fp32
-# and every modality within 0.02, on cases not used to calibrate or choose it. Not yet: the accuracy-controlled
-# recipe is within it pooled over dev and dev-sts patients 15-21 (-0.003, 28 cases) but loses 0.007 on the 16
-# held-out sarcoma volumes (bf16: -0.004) and 0.009 on the 19 volumes of its calibration patients 7-14 (bf16:
-# -0.001), and its predecessor lost 0.037 on mammography on 40 unseen cases; README "Precision and speed" has
-# the tables. So auto never picks it; `--precision int8` still runs it.
-INT8_WITHIN_BOUND = False
+# Where an INT8 encoder IR records how it was made (Model.rt_info path): "ptq", post-training quantisation
+# (models/export/quantize.py), or "qat", quantisation-aware fine-tuning (models/export/qat.py).
+INT8_RECIPE_KEY = ("seg_int8", "recipe")
+
+# The INT8 recipes that hold fp32's accuracy: mean DSC within 0.005 of fp32 and every modality within 0.02,
+# on cases not used to calibrate or choose them (README "Precision and speed" has the tables). "ptq" does
+# not: it is within the bound pooled over dev and dev-sts patients 15-21 (-0.003, 28 cases) but loses 0.007
+# on the 16 held-out sarcoma volumes and 0.009 on the 19 volumes of its calibration patients 7-14 (bf16:
+# -0.004 and -0.001), and its predecessor lost 0.037 on mammography on 40 unseen cases. auto never picks a
+# recipe outside this set; `--precision int8` still runs it.
+INT8_RECIPES_WITHIN_BOUND: frozenset[str] = frozenset()
 
 
 @cache
@@ -112,16 +117,27 @@ def cpu_class(native_bf16: bool, flags: frozenset[str]) -> PrecisionRow | None:
     return PRECISION_TABLE[4] if "avx_vnni" in flags else PRECISION_TABLE[5]
 
 
-def choose_precision(native_bf16: bool, flags: frozenset[str], int8_built: bool,
-                     int8_within_bound: bool = INT8_WITHIN_BOUND) -> str:
+def int8_recipe(encoder_xml: Path) -> str | None:
+    """How the INT8 encoder IR `encoder_xml` was made (INT8_RECIPE_KEY): "ptq", "qat", "unknown" for an IR
+    that does not say; None when there is no such file."""
+    if not encoder_xml.is_file():
+        return None
+    model = ov.Core().read_model(encoder_xml)
+    key = list(INT8_RECIPE_KEY)
+    return str(model.get_rt_info(key).astype(str)) if model.has_rt_info(key) else "unknown"
+
+
+def choose_precision(native_bf16: bool, flags: frozenset[str], int8_made_by: str | None,
+                     recipes_within_bound: frozenset[str] = INT8_RECIPES_WITHIN_BOUND) -> str:
     """The fastest precision that keeps fp32's accuracy (module docstring).
 
-    native_bf16: OpenVINO's BF16 capability (AMX or AVX-512 BF16); flags: cpu_flags(); int8_built: the INT8
-    encoder exists; int8_within_bound: it holds fp32's accuracy on validation cases.
+    native_bf16: OpenVINO's BF16 capability (AMX or AVX-512 BF16); flags: cpu_flags(); int8_made_by: the
+    INT8 encoder's recipe (int8_recipe), None when none is built; recipes_within_bound: the recipes that
+    hold fp32's accuracy on validation cases.
     """
     if native_bf16:
         return "bf16"
-    if int8_built and int8_within_bound and flags & INT8_FRIENDLY_FLAGS:
+    if int8_made_by in recipes_within_bound and flags & INT8_FRIENDLY_FLAGS:
         return "int8"
     return "fp32"
 

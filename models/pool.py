@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from models.hardware import choose_precision, cpu_flags, cpu_has_bf16, describe_choice
+from models.hardware import choose_precision, cpu_flags, cpu_has_bf16, describe_choice, int8_recipe
 from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
 from models.registry import MODELS, get_spec, is_available, model_dir
 
@@ -17,7 +17,7 @@ class ModelPool:
 
     precision "auto": models.hardware.choose_precision, from the CPU's real capabilities and the measured
     decision table there: bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), INT8 only where
-    it holds fp32's accuracy (it does not yet: models.hardware.INT8_WITHIN_BOUND), else fp32. The choice is
+    its recipe holds fp32's accuracy (models.hardware.INT8_RECIPES_WITHIN_BOUND), else fp32. The choice is
     logged once, with the figures behind it.
     """
 
@@ -32,6 +32,7 @@ class ModelPool:
         self.available = {name for name in MODELS if is_available(name, self.directory)}
         self._predictors: dict[str, SamPredictor] = {}
         self._logged: set[str] = set()
+        self._int8_recipes: dict[str, str | None] = {}
 
     def resolve_precision(self, name: str) -> str:
         """The precision model `name` runs in: the one asked for, or the `auto` choice for this CPU."""
@@ -40,8 +41,9 @@ class ModelPool:
         return self._auto_precision(name)
 
     def _auto_precision(self, name: str) -> str:
-        int8_built = (self.directory / get_spec(name).encoder_int8_file).is_file()
-        return choose_precision(cpu_has_bf16(), cpu_flags(), int8_built)
+        if name not in self._int8_recipes:  # reading the IR costs a few ms: once per model
+            self._int8_recipes[name] = int8_recipe(self.directory / get_spec(name).encoder_int8_file)
+        return choose_precision(cpu_has_bf16(), cpu_flags(), self._int8_recipes[name])
 
     def get(self, name: str) -> SamPredictor:
         """The compiled predictor of model `name` (compiled now if this is its first use)."""

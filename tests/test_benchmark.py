@@ -94,3 +94,4 @@ def test_precision_table_lists_every_class_and_marks_this_cpu():
     assert all(row.cpu in text and row.source in text for row in PRECISION_TABLE)
     if cpu_class(cpu_has_bf16(), cpu_flags()) is not None:
         assert "^ this CPU; this run measured fp32 300 ms" in text
+        assert "(INT8 encoder: " in text  # the recipe auto's choice depends on

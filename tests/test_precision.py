@@ -12,7 +12,8 @@ import pytest
 
 from models import pool as pool_module
 from models.hardware import (
-    INT8_WITHIN_BOUND,
+    INT8_RECIPE_KEY,
+    INT8_RECIPES_WITHIN_BOUND,
     PRECISION_TABLE,
     choose_precision,
     cpu_budget,
@@ -20,6 +21,7 @@ from models.hardware import (
     cpu_flags,
     cpu_has_bf16,
     describe_choice,
+    int8_recipe,
 )
 from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
@@ -114,27 +116,30 @@ def test_f32_stem_brings_bf16_closer_to_f32_on_a_low_contrast_image(ir_dir: Path
 
 
 @pytest.mark.parametrize(
-    ("bf16", "flags", "int8_built", "int8_ok", "expected"),
+    ("bf16", "flags", "recipe", "expected"),
     [
-        (True, {"avx512f", "amx_bf16", "amx_int8"}, True, True, "bf16"),
-        (True, {"avx512_bf16", "avx512_vnni"}, True, True, "bf16"),  # Zen 4: real bf16 163 ms, fp32's accuracy
-        (True, set(), True, False, "bf16"),  # flags unknown, but OpenVINO vouches for native bf16
-        (False, {"avx2", "avx_vnni"}, True, True, "int8"),
-        (False, {"avx512f", "avx512bw"}, True, True, "int8"),
-        (False, {"avx512f", "avx512_vnni"}, True, False, "fp32"),  # INT8 outside the accuracy bound: never auto
-        (False, {"avx2", "fma"}, True, True, "fp32"),  # no int8 dot product: INT8 measured slower than FP32
-        (False, {"avx512_vnni"}, False, True, "fp32"),  # no INT8 encoder built
-        (False, set(), True, True, "fp32"),  # flags unknown
+        (True, {"avx512f", "amx_bf16", "amx_int8"}, "good", "bf16"),
+        (True, {"avx512_bf16", "avx512_vnni"}, "good", "bf16"),  # Zen 4: real bf16 163 ms, fp32's accuracy
+        (True, set(), "bad", "bf16"),  # flags unknown, but OpenVINO vouches for native bf16
+        (False, {"avx2", "avx_vnni"}, "good", "int8"),
+        (False, {"avx512f", "avx512bw"}, "good", "int8"),
+        (False, {"avx512f", "avx512_vnni"}, "bad", "fp32"),  # INT8 outside the accuracy bound: never auto
+        (False, {"avx512f", "avx512_vnni"}, "unknown", "fp32"),  # an IR that does not say how it was made
+        (False, {"avx2", "fma"}, "good", "fp32"),  # no int8 dot product: INT8 measured slower than FP32
+        (False, {"avx512_vnni"}, None, "fp32"),  # no INT8 encoder built
+        (False, set(), "good", "fp32"),  # flags unknown
     ],
 )
-def test_choose_precision(bf16: bool, flags: set[str], int8_built: bool, int8_ok: bool, expected: str) -> None:
-    assert choose_precision(bf16, frozenset(flags), int8_built, int8_ok) == expected
+def test_choose_precision(bf16: bool, flags: set[str], recipe: str | None, expected: str) -> None:
+    assert choose_precision(bf16, frozenset(flags), recipe, frozenset({"good"})) == expected
 
 
-def test_auto_uses_int8_only_if_it_holds_the_accuracy_bound() -> None:
-    """The default follows the recorded validation verdict of the INT8 encoder."""
+def test_auto_uses_int8_only_if_its_recipe_holds_the_accuracy_bound() -> None:
+    """The default follows the recorded validation verdict of the recipe that made the INT8 encoder."""
     vnni = frozenset({"avx512f", "avx512_vnni"})
-    assert choose_precision(False, vnni, True) == ("int8" if INT8_WITHIN_BOUND else "fp32")
+    for recipe in ("ptq", "qat"):
+        assert choose_precision(False, vnni, recipe) == ("int8" if recipe in INT8_RECIPES_WITHIN_BOUND else "fp32")
+    assert "ptq" not in INT8_RECIPES_WITHIN_BOUND  # loses 0.007 DSC on held-out sarcoma volumes
 
 
 @pytest.mark.parametrize(
@@ -152,13 +157,26 @@ def test_cpu_class_and_its_logged_figures(bf16: bool, flags: set[str], cpu: str)
     row = cpu_class(bf16, frozenset(flags))
     assert row is not None and row.cpu.startswith(cpu)
     assert (row.bf16_ms is not None) == bf16  # bf16 figures only where the CPU computes bf16 natively
-    line = describe_choice(choose_precision(bf16, frozenset(flags), True), bf16, frozenset(flags))
+    line = describe_choice(choose_precision(bf16, frozenset(flags), "ptq"), bf16, frozenset(flags))
     assert row.cpu in line and row.source in line and f"fp32 {row.fp32_ms:.0f}" in line
 
 
 def test_decision_table_marks_where_each_figure_came_from() -> None:
     assert {row.source.split(":")[0] for row in PRECISION_TABLE} <= {"real", "emulated"}
     assert cpu_class(False, frozenset()) is None
+
+
+def test_int8_recipe_reads_the_record_of_an_ir(tmp_path: Path) -> None:
+    from openvino import opset13 as ops
+
+    parameter = ops.parameter([1, 4], ov.Type.f32)
+    model = ov.Model([ops.relu(parameter)], [parameter])
+    ov.save_model(model, str(tmp_path / "plain.xml"))
+    model.set_rt_info("qat", list(INT8_RECIPE_KEY))
+    ov.save_model(model, str(tmp_path / "recorded.xml"))
+    assert int8_recipe(tmp_path / "recorded.xml") == "qat"
+    assert int8_recipe(tmp_path / "plain.xml") == "unknown"
+    assert int8_recipe(tmp_path / "missing.xml") is None
 
 
 def test_cpu_flags_reads_proc_cpuinfo_format(tmp_path: Path) -> None:
@@ -170,7 +188,7 @@ def test_cpu_flags_reads_proc_cpuinfo_format(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("bf16", "int8_built", "expected"),
-    [(True, True, "bf16"), (False, True, "int8" if INT8_WITHIN_BOUND else "fp32"), (False, False, "fp32")],
+    [(True, True, "bf16"), (False, True, "by recipe"), (False, False, "fp32")],
 )
 def test_model_pool_auto_precision(
     tmp_path: Path, ir_dir: Path, monkeypatch, bf16: bool, int8_built: bool, expected: str
@@ -181,6 +199,10 @@ def test_model_pool_auto_precision(
             (tmp_path / name).with_suffix(suffix).symlink_to((ir_dir / name).with_suffix(suffix))
     monkeypatch.setattr(pool_module, "cpu_has_bf16", lambda: bf16)
     monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset({"avx512_vnni", "amx_bf16"}))
+    if expected == "by recipe":  # the recipe the built IR records decides
+        recipe = int8_recipe(tmp_path / SPEC.encoder_int8_file)
+        assert recipe in ("ptq", "qat")
+        expected = "int8" if recipe in INT8_RECIPES_WITHIN_BOUND else "fp32"
     assert pool_module.ModelPool(tmp_path).resolve_precision("litemedsam") == expected
     assert pool_module.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
 

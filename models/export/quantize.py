@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from models.boxes import mask_bbox
+from models.hardware import INT8_RECIPE_KEY
 from models.registry import get_spec
 from models.transforms import postprocess_masks, preprocess, scale_boxes
 
@@ -37,7 +38,7 @@ DEFAULT_SUBSET_SIZE = 64  # under a minute on 2 cores; 32 -> 64 moved the embedd
 _SEED = 2024
 
 
-def _variants(image: np.ndarray, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
+def random_views(image: np.ndarray, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
     """`count` random views of a uint8 (H, W[, 3]) image: crop, flip, gamma and (sometimes) inversion."""
     height, width = image.shape[:2]
     for _ in range(count):
@@ -56,8 +57,9 @@ def _variants(image: np.ndarray, rng: np.random.Generator, count: int) -> Iterat
         yield np.ascontiguousarray(view)
 
 
-def calibration_images(seed: int = _SEED) -> list[np.ndarray]:
-    """Real uint8 images, grey (H, W) or RGB (H, W, 3), in a fixed shuffled order.
+def calibration_images(seed: int = _SEED, sarcoma_patients: Collection[int] | None = None) -> list[np.ndarray]:
+    """Real uint8 images, grey (H, W) or RGB (H, W, 3), in a fixed shuffled order; the sarcoma slices of
+    `sarcoma_patients` only, when given (all shipped patients by default).
 
     The order interleaves sources so that any prefix (a small subset_size) still mixes all of them.
     """
@@ -71,7 +73,7 @@ def calibration_images(seed: int = _SEED) -> list[np.ndarray]:
 
     nuclei = scale_to_uint8(tifffile.imread(stardist_file("img2d.tif")))
     nuclei_stretched = scale_to_uint8(tifffile.imread(stardist_file("img2d.tif")), 1, 99.8)
-    groups.append([nuclei, nuclei_stretched, *_variants(nuclei, rng, 14)])
+    groups.append([nuclei, nuclei_stretched, *random_views(nuclei, rng, 14)])
 
     stack = tifffile.imread(stardist_file("img3d.tif"))  # (31, 61, 57) uint16
     stack8 = scale_to_uint8(stack, 0.5, 99.9)
@@ -83,9 +85,9 @@ def calibration_images(seed: int = _SEED) -> list[np.ndarray]:
     histo = cv2.imread(str(stardist_file("histo.jpg")), cv2.IMREAD_COLOR)
     if histo is not None:
         histo = cv2.cvtColor(histo, cv2.COLOR_BGR2RGB)
-        groups.append([histo, *_variants(histo, rng, 7)])
+        groups.append([histo, *random_views(histo, rng, 7)])
 
-    sarcoma = sarcoma_slices()
+    sarcoma = [item for item in sarcoma_slices() if sarcoma_patients is None or item.patient in sarcoma_patients]
     for modality in ("CT", "MR", "PET"):
         groups.append([item.image for item in sarcoma if item.modality == modality])
 
@@ -106,7 +108,7 @@ def calibration_inputs(name: str, subset_size: int = DEFAULT_SUBSET_SIZE) -> lis
     images = calibration_images()
     sources, rng = len(images), np.random.default_rng(_SEED + 1)
     while len(images) < subset_size:
-        images.extend(_variants(images[len(images) % sources], rng, 1))
+        images.extend(random_views(images[len(images) % sources], rng, 1))
     return [preprocess(image, spec)[0] for image in images[:subset_size]]
 
 
@@ -194,6 +196,7 @@ def quantize_encoder(
     ir_dir = Path(ir_dir)
     model = ov.Core().read_model(ir_dir / spec.encoder_file)
     quantized = _quantize(model, calibration_inputs(name, subset_size), float_layers, **options)
+    quantized.set_rt_info("ptq", list(INT8_RECIPE_KEY))
     out = Path(out_file) if out_file else ir_dir / spec.encoder_int8_file
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     return out
@@ -221,13 +224,15 @@ class ControlItem:
         return (self.truth.shape[0], self.truth.shape[1])
 
 
-def control_items(name: str) -> list[ControlItem]:
-    """The shipped sarcoma slices as ControlItems, prompted by CONTROL_PROMPTS."""
+def control_items(name: str, patients: Collection[int] | None = None) -> list[ControlItem]:
+    """The shipped sarcoma slices (of `patients` only, when given) as ControlItems, prompted by CONTROL_PROMPTS;
+    index counts within the selection."""
     from sample_data.sarcoma import sarcoma_slices
 
     spec = get_spec(name)
     items = []
-    for index, item in enumerate(sarcoma_slices()):
+    selected = [item for item in sarcoma_slices() if patients is None or item.patient in patients]
+    for index, item in enumerate(selected):
         tight = mask_bbox(item.mask)
         if tight is None:
             raise ValueError(f"a {item.modality} slice of patient {item.patient} has an empty mask")
