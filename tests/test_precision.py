@@ -207,6 +207,23 @@ def test_model_pool_auto_precision(
     assert pool_module.ModelPool(tmp_path, precision="fp32").resolve_precision("litemedsam") == "fp32"
 
 
+def test_model_pool_auto_runs_a_fine_tuned_int8_encoder_without_native_bf16(ir_dir: Path, monkeypatch) -> None:
+    """The pool reads the recipe the INT8 IR records, once per model, and auto follows it."""
+    reads: list[Path] = []
+
+    def recorded(path: Path) -> str:
+        reads.append(path)
+        return "qat"
+
+    monkeypatch.setattr(pool_module, "int8_recipe", recorded)
+    monkeypatch.setattr(pool_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw"}))  # Skylake
+    pool = pool_module.ModelPool(ir_dir)
+    expected = "int8" if "qat" in INT8_RECIPES_WITHIN_BOUND else "fp32"
+    assert pool.resolve_precision("litemedsam") == pool.resolve_precision("litemedsam") == expected
+    assert reads == [ir_dir / SPEC.encoder_int8_file]
+
+
 def _affinity() -> int:
     return len(os.sched_getaffinity(0))
 
