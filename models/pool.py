@@ -41,9 +41,11 @@ class ModelPool:
         return self._auto_precision(name)
 
     def _auto_precision(self, name: str) -> str:
-        if name not in self._int8_recipes:  # reading the IR costs a few ms: once per model
+        native_bf16 = cpu_has_bf16()
+        # Reading the INT8 IR's recipe takes tens of ms: only where INT8 could be chosen, once per model.
+        if not native_bf16 and name not in self._int8_recipes:
             self._int8_recipes[name] = int8_recipe(self.directory / get_spec(name).encoder_int8_file)
-        return choose_precision(cpu_has_bf16(), cpu_flags(), self._int8_recipes[name])
+        return choose_precision(native_bf16, cpu_flags(), self._int8_recipes.get(name))
 
     def get(self, name: str) -> SamPredictor:
         """The compiled predictor of model `name` (compiled now if this is its first use)."""
