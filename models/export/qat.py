@@ -53,8 +53,9 @@ _SEED = 2025
 
 def training_images() -> list[np.ndarray]:
     """The calibration images (stardist's and the sarcoma slices) less the slices of CONTROL_PATIENTS."""
-    patients = [patient for patient in range(7, 15) if patient not in CONTROL_PATIENTS]
-    return calibration_images(sarcoma_patients=patients)
+    from sample_data.sarcoma import PATIENTS
+
+    return calibration_images(sarcoma_patients=[patient for patient in PATIENTS if patient not in CONTROL_PATIENTS])
 
 
 def quantize_torch(
