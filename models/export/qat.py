@@ -32,6 +32,7 @@ from models.export.quantize import (
     control_items,
     decode,
     mask_agreement,
+    nncf_settings,
     random_views,
 )
 from models.hardware import INT8_RECIPE_KEY
@@ -66,24 +67,13 @@ def quantize_torch(
     `float_first_convs` convolutions (the stem) in float. inputs: encoder inputs (1, 3, S, S) float32."""
     import nncf
     import torch
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-    example = torch.from_numpy(inputs[0])
-    graph = nncf.build_graph(encoder, example_input=example)
+    graph = nncf.build_graph(encoder, example_input=torch.from_numpy(inputs[0]))
     convolutions = [node.node_name for node in graph.topological_sort() if node.node_type == "conv2d"]
-    advanced = AdvancedQuantizationParameters(disable_bias_correction=True)
-    advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
-    ignored = convolutions[:float_first_convs]
-    return nncf.quantize(
-        copy.deepcopy(encoder),
-        nncf.Dataset([torch.from_numpy(x) for x in inputs]),
-        subset_size=len(inputs),
-        preset=nncf.QuantizationPreset.MIXED,
-        model_type=nncf.ModelType.TRANSFORMER,
-        fast_bias_correction=True,
-        ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
-        advanced_parameters=advanced,
-    )
+    arguments = nncf_settings(convolutions[:float_first_convs])
+    arguments["advanced_parameters"] = arguments.pop("advanced_quantization_parameters")
+    dataset = nncf.Dataset([torch.from_numpy(x) for x in inputs])
+    return nncf.quantize(copy.deepcopy(encoder), dataset, subset_size=len(inputs), **arguments)
 
 
 def distil(
@@ -144,9 +134,10 @@ def to_openvino(student: torch.nn.Module, spec: ModelSpec, recipe: str) -> ov.Mo
     return model
 
 
-def control_agreement(name: str, ir_dir: Path, model: ov.Model) -> float:
-    """Mean Dice between `model`'s masks and the FP32 encoder's on the control slices of CONTROL_PATIENTS
-    (both prompts of models.export.quantize.CONTROL_PROMPTS, f32 decoder)."""
+def control_scorer(name: str, ir_dir: Path) -> Callable[[ov.Model], float]:
+    """A function giving the mean Dice between a model's masks and the FP32 encoder's on the control slices
+    of CONTROL_PATIENTS (both prompts of models.export.quantize.CONTROL_PROMPTS, f32 decoder). FP32's masks
+    are computed here, once."""
     import openvino as ov
 
     spec = get_spec(name)
@@ -155,8 +146,12 @@ def control_agreement(name: str, ir_dir: Path, model: ov.Model) -> float:
     fp32 = core.compile_model(Path(ir_dir) / spec.encoder_file, "CPU", f32)
     items = control_items(name, patients=CONTROL_PATIENTS)
     references = [decode(fp32(item.tensor)[0], item, decoder, name) for item in items]
-    candidate = core.compile_model(model, "CPU", f32)
-    return mask_agreement(lambda tensor: candidate(tensor)[0], decoder, items, references, name)[0]
+
+    def score(model: ov.Model) -> float:
+        candidate = core.compile_model(model, "CPU", f32)
+        return mask_agreement(lambda tensor: candidate(tensor)[0], decoder, items, references, name)[0]
+
+    return score
 
 
 def torch_encoder(name: str) -> torch.nn.Module:
@@ -188,10 +183,11 @@ def finetune_int8_encoder(
     images = training_images()
     inputs = [preprocess(image, spec)[0] for image in images[:subset_size]]
     student = quantize_torch(torch_encoder(name), inputs)
-    before = control_agreement(name, ir_dir, to_openvino(student, spec, "qat"))
+    control_agreement = control_scorer(name, ir_dir)
+    before = control_agreement(to_openvino(student, spec, "qat"))
     losses = distil(student, lambda tensor: teacher(tensor)[0], images, spec, steps, learning_rate)
     model = to_openvino(student, spec, "qat")
-    after = control_agreement(name, ir_dir, model)
+    after = control_agreement(model)
     log.info("INT8 fine-tuning: loss %.4f -> %.4f (mean of 20 steps); control agreement with FP32 %.4f -> %.4f",
              np.mean(losses[:20]), np.mean(losses[-20:]), before, after)
     out = Path(out_file) if out_file else ir_dir / spec.encoder_int8_file

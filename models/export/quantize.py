@@ -130,30 +130,36 @@ FLOAT_LAYERS: tuple[str, ...] = (
 )
 
 
-def _quantization_arguments(
-    model: ov.Model,
-    float_layers: Sequence[str],
+def nncf_settings(
+    ignored: Sequence[str],
     *,
     model_type: str | None = "transformer",
     smooth_quant: bool = False,
-    float_first_convs: int = 3,
     bias_correction: bool = False,
 ) -> dict[str, Any]:
-    """The keyword arguments nncf.quantize and nncf.quantize_with_accuracy_control share (see quantize_encoder)."""
+    """The keyword arguments of this project's INT8 recipe that nncf.quantize and
+    nncf.quantize_with_accuracy_control share, on any backend; `ignored`: node names kept in float."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     advanced = AdvancedQuantizationParameters(disable_bias_correction=not bias_correction)
     if not smooth_quant:
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
-    ignored = [*first_convolutions(model, float_first_convs), *resolve_layers(model, float_layers)]
     return {
         "preset": nncf.QuantizationPreset.MIXED,
         "model_type": nncf.ModelType.TRANSFORMER if model_type == "transformer" else None,
         "fast_bias_correction": True,
-        "ignored_scope": nncf.IgnoredScope(names=ignored) if ignored else None,
+        "ignored_scope": nncf.IgnoredScope(names=list(ignored)) if ignored else None,
         "advanced_quantization_parameters": advanced,
     }
+
+
+def _quantization_arguments(
+    model: ov.Model, float_layers: Sequence[str], *, float_first_convs: int = 3, **options: Any
+) -> dict[str, Any]:
+    """nncf_settings for an OpenVINO encoder, its stem and `float_layers` in float (see quantize_encoder)."""
+    ignored = [*first_convolutions(model, float_first_convs), *resolve_layers(model, float_layers)]
+    return nncf_settings(ignored, **options)
 
 
 def _quantize(model: ov.Model, inputs: list[np.ndarray], float_layers: Sequence[str], **options: Any) -> ov.Model:
