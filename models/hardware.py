@@ -2,13 +2,15 @@
 
 The decision table (`PRECISION_TABLE`): LiteMedSAM encoder, ms per 256x256 slice, 2 threads, and where each
 figure came from. "emulated" rows are an AMX Xeon with oneDNN limited by ONEDNN_MAX_CPU_ISA: they gave ratios,
-and on the one class later measured for real (Zen 4) they were wrong (bf16 493 ms emulated, 163 ms real), so
-only real rows decide anything beyond "has it or not".
+and on the classes later measured for real (Zen 4, Zen 3) they were wrong, so only real rows decide anything
+beyond "has it or not" (docs/results.md, "Precision by CPU class").
 
 Rule: bf16 wherever OpenVINO computes bf16 natively (AMX or AVX-512 BF16): fp32's accuracy (the encoder's input
 layers stay f32) at the lowest real time. Elsewhere INT8 only if the recipe that made the INT8 encoder (the IR
 records it) holds fp32's accuracy on validation cases (`INT8_RECIPES_WITHIN_BOUND`) and the CPU has an int8 dot
-product or AVX-512; else fp32.
+product (`int8_is_exact`); else fp32. Without a dot product the CPU's int8 arithmetic saturates, so an INT8
+encoder computes something other than what its recipe was validated as, and on the one such CPU measured for
+real (Zen 3) it was slower than fp32 besides.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pathlib import Path
 
 import openvino as ov
 
-# Any of these gives an INT8 encoder the edge over FP32 (the table below).
-INT8_FRIENDLY_FLAGS = frozenset({"amx_int8", "avx512_vnni", "avx_vnni", "avx512bw"})
+# An int8 dot product: u8 x s8 products summed straight into int32, exact. Without one (AVX2, AVX-512 before
+# VNNI: Zen 3, Skylake, the challenge's W-2133) oneDNN adds each pair of products into a saturating int16
+# (vpmaddubsw), large activations clip, and the INT8 encoder departs from its exact value (docs/results.md).
+INT8_DOT_PRODUCT_FLAGS = frozenset({"amx_int8", "avx512_vnni", "avx_vnni"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class PrecisionRow:
 
 REAL_AMX = "real: 2-core slice of an AMX Xeon (Sapphire Rapids), 2026-11"
 REAL_ZEN4 = "real: 2-core AMD EPYC Zen 4, median of 15, 2026-12"
+REAL_ZEN3 = "real: 2-core AMD EPYC Zen 3, idle, median of 11, 2026-12"
 EMULATED = "emulated: the AMX Xeon under ONEDNN_MAX_CPU_ISA (ratios only)"
 PRECISION_TABLE = (
     PrecisionRow("AMX (Xeon since Sapphire Rapids)", 390, 215, 155, REAL_AMX),
@@ -46,7 +51,7 @@ PRECISION_TABLE = (
     PrecisionRow("AVX-512 with VNNI (Cascade Lake, Ice Lake)", 386, 213, None, EMULATED),
     PrecisionRow("AVX-512 without VNNI (Skylake-SP/W: the challenge's W-2133)", 387, 307, None, EMULATED),
     PrecisionRow("AVX2 with AVX-VNNI (Alder Lake and later laptops)", 530, 326, None, EMULATED),
-    PrecisionRow("AVX2 without VNNI (most CPUs before 2021)", 524, 671, None, EMULATED),
+    PrecisionRow("AVX2 without VNNI (Zen 3 and most CPUs before 2021)", 669, 739, None, REAL_ZEN3),
 )
 
 # Where an INT8 encoder IR records how it was made (Model.rt_info path): "ptq", post-training quantisation
@@ -54,11 +59,8 @@ PRECISION_TABLE = (
 INT8_RECIPE_KEY = ("seg_int8", "recipe")
 
 # The INT8 recipes that hold fp32's accuracy: mean DSC within 0.005 of fp32 and every modality within 0.02,
-# on cases not used to calibrate, train or choose them (README "Precision and speed" has the tables).
-# "qat" does (2026-12-02, Zen 4): +0.003 pooled over dev and dev-sts patients 15-21 (28 cases; worst
-# modality US -0.017, one case), +0.000 on the 19 volumes of patients 7-14 it was chosen on. "ptq" does
-# not: -0.007 on the 16 held-out sarcoma volumes and -0.009 on those 19 (bf16: -0.004 and -0.001), and
-# its predecessor lost 0.037 on mammography on 40 unseen cases. `--precision int8` runs either.
+# on cases not used to calibrate, train or choose them, on a CPU where int8 is exact (Zen 4): "qat" does,
+# "ptq" does not (docs/results.md, "INT8 recipes"). `--precision int8` runs either.
 INT8_RECIPES_WITHIN_BOUND: frozenset[str] = frozenset({"qat"})
 
 
@@ -100,6 +102,12 @@ def cpu_budget(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, min(affinity, math.ceil(limit))) if limit else max(1, affinity)
 
 
+def int8_is_exact(flags: frozenset[str]) -> bool:
+    """Whether this CPU's int8 kernels compute an INT8 network exactly (an int8 dot product: VNNI or AMX),
+    rather than through a saturating int16 sum (INT8_DOT_PRODUCT_FLAGS)."""
+    return bool(flags & INT8_DOT_PRODUCT_FLAGS)
+
+
 @cache
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX); else it would emulate."""
@@ -133,11 +141,11 @@ def choose_precision(native_bf16: bool, flags: frozenset[str], int8_made_by: str
 
     native_bf16: OpenVINO's BF16 capability (AMX or AVX-512 BF16); flags: cpu_flags(); int8_made_by: the
     INT8 encoder's recipe (int8_recipe), None when none is built; recipes_within_bound: the recipes that
-    hold fp32's accuracy on validation cases.
+    hold fp32's accuracy on validation cases (validated where int8 is exact, and only there does it hold).
     """
     if native_bf16:
         return "bf16"
-    if int8_made_by in recipes_within_bound and flags & INT8_FRIENDLY_FLAGS:
+    if int8_made_by in recipes_within_bound and int8_is_exact(flags):
         return "int8"
     return "fp32"
 

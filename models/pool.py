@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from models.hardware import choose_precision, cpu_flags, cpu_has_bf16, describe_choice, int8_recipe
+from models.hardware import (
+    choose_precision,
+    cpu_flags,
+    cpu_has_bf16,
+    describe_choice,
+    int8_is_exact,
+    int8_recipe,
+)
 from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
 from models.registry import MODELS, get_spec, is_available, model_dir
 
@@ -60,6 +67,10 @@ class ModelPool:
                 log.warning("WARNING: --precision bf16 on a CPU without native bf16 (AMX or AVX-512 BF16): "
                             "no speed to gain here; auto takes %s (see models/hardware.py)",
                             self._auto_precision(name))
+            if self.precision == "int8" and cpu_flags() and not int8_is_exact(cpu_flags()):
+                log.warning("WARNING: --precision int8 on a CPU without an int8 dot product (VNNI or AMX): its int8 "
+                            "sums saturate, so the encoder is less accurate than validated, and slower than fp32 "
+                            "where measured; auto takes %s (see models/hardware.py)", self._auto_precision(name))
             self._predictors[name] = SamPredictor(
                 get_spec(name), self.directory, self.threads, precision, self.cache_bytes
             )

@@ -122,10 +122,10 @@ def test_f32_stem_brings_bf16_closer_to_f32_on_a_low_contrast_image(ir_dir: Path
         (True, {"avx512_bf16", "avx512_vnni"}, "good", "bf16"),  # Zen 4: real bf16 163 ms, fp32's accuracy
         (True, set(), "bad", "bf16"),  # flags unknown, but OpenVINO vouches for native bf16
         (False, {"avx2", "avx_vnni"}, "good", "int8"),
-        (False, {"avx512f", "avx512bw"}, "good", "int8"),
+        (False, {"avx512f", "avx512bw"}, "good", "fp32"),  # Skylake (the W-2133): int8 sums saturate there
         (False, {"avx512f", "avx512_vnni"}, "bad", "fp32"),  # INT8 outside the accuracy bound: never auto
         (False, {"avx512f", "avx512_vnni"}, "unknown", "fp32"),  # an IR that does not say how it was made
-        (False, {"avx2", "fma"}, "good", "fp32"),  # no int8 dot product: INT8 measured slower than FP32
+        (False, {"avx2", "fma"}, "good", "fp32"),  # Zen 3: int8 sums saturate, and INT8 is slower than FP32
         (False, {"avx512_vnni"}, None, "fp32"),  # no INT8 encoder built
         (False, set(), "good", "fp32"),  # flags unknown
     ],
@@ -217,8 +217,8 @@ def test_model_pool_auto_runs_a_fine_tuned_int8_encoder_without_native_bf16(ir_d
 
     monkeypatch.setattr(pool_module, "int8_recipe", recorded)
     monkeypatch.setattr(pool_module, "cpu_has_bf16", lambda: False)
-    monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw"}))  # Skylake
-    pool = pool_module.ModelPool(ir_dir)
+    monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw", "avx512_vnni"}))
+    pool = pool_module.ModelPool(ir_dir)  # a Cascade Lake: VNNI, no bf16
     expected = "int8" if "qat" in INT8_RECIPES_WITHIN_BOUND else "fp32"
     assert pool.resolve_precision("litemedsam") == pool.resolve_precision("litemedsam") == expected
     assert reads == [ir_dir / SPEC.encoder_int8_file]
@@ -244,3 +244,16 @@ def test_cpu_budget_follows_docker_cpu_limits(tmp_path: Path, files: dict[str, s
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert cpu_budget(tmp_path) == expected()
+
+
+@pytest.mark.parametrize(("flags", "warned"), [({"avx2", "fma"}, True), ({"avx2", "avx_vnni"}, False)])
+def test_int8_asked_for_on_a_cpu_whose_int8_sums_saturate_is_run_with_a_warning(
+    ir_dir: Path, monkeypatch, caplog: pytest.LogCaptureFixture, flags: set[str], warned: bool
+) -> None:
+    monkeypatch.setattr(pool_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset(flags))
+    pool = pool_module.ModelPool(ir_dir, precision="int8")
+    with caplog.at_level("WARNING", logger="seg"):
+        pool.get("litemedsam")
+    assert pool.resolve_precision("litemedsam") == "int8"
+    assert ("without an int8 dot product" in caplog.text) == warned

@@ -112,6 +112,12 @@ def calibration_inputs(name: str, subset_size: int = DEFAULT_SUBSET_SIZE) -> lis
     return [preprocess(image, spec)[0] for image in images[:subset_size]]
 
 
+# Compile options under which OpenVINO's CPU plugin runs an INT8 IR's FakeQuantize ops in float instead of
+# on int8 kernels (its low-precision transformations off): the network's exact value on any CPU, which is what
+# an int8 dot product computes. Tests and benchmarks use it to tell the recipe from the CPU's arithmetic.
+EXACT_INT8_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "LP_TRANSFORMS_MODE": "NO"}
+
+
 def first_convolutions(model: ov.Model, count: int) -> list[str]:
     """Friendly names of the first `count` (Group)Convolution nodes of an OpenVINO model, in execution order."""
     kinds = ("Convolution", "GroupConvolution")
@@ -136,13 +142,25 @@ def nncf_settings(
     model_type: str | None = "transformer",
     smooth_quant: bool = False,
     bias_correction: bool = False,
+    overflow_fix: bool = False,
 ) -> dict[str, Any]:
     """The keyword arguments of this project's INT8 recipe that nncf.quantize and
-    nncf.quantize_with_accuracy_control share, on any backend; `ignored`: node names kept in float."""
+    nncf.quantize_with_accuracy_control share, on any backend; `ignored`: node names kept in float.
+
+    overflow_fix: every weight on half the int8 range (NNCF's OverflowFix.ENABLE), so that a CPU without an
+    int8 dot product computes the network exactly; the 7-bit weights cost as much accuracy as the saturation
+    they remove (docs/results.md, "INT8 without VNNI"), so the recipe leaves it off (NNCF's default fixes only
+    the first layers, which stay in float here)."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
 
     advanced = AdvancedQuantizationParameters(disable_bias_correction=not bias_correction)
+    if overflow_fix:
+        advanced.overflow_fix = OverflowFix.ENABLE
     if not smooth_quant:
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
     return {
@@ -186,7 +204,8 @@ def quantize_encoder(
     names) keep float inputs. Options: model_type "transformer" keeps the softmax/layer-norm/GELU paths in
     float; smooth_quant moves activation outliers into the MatMul weights; float_first_convs leaves that
     many leading convolutions (the stem) in FP32; bias_correction lets NNCF shift biases to undo the mean
-    error seen on the calibration images. Returns the written .xml path.
+    error seen on the calibration images; overflow_fix puts the weights on 7 bits (nncf_settings). Returns
+    the written .xml path.
 
     Defaults measured on LiteMedSAM (encoder 256x256; embedding cosine to FP32, dev DSC vs FP32):
       * NNCF's suggestion for transformers (SmoothQuant on): cosine 0.974 mean, 0.86 on an X-ray.
@@ -382,6 +401,9 @@ def main() -> None:
     parser.add_argument("--model", default="litemedsam")
     parser.add_argument("--ir", type=Path, default=Path(__file__).resolve().parents[1] / "ir")
     parser.add_argument("--subset-size", type=int, default=DEFAULT_SUBSET_SIZE)
+    parser.add_argument("--out", type=Path, default=None, help="default: the IR folder's INT8 encoder file")
+    parser.add_argument("--overflow-fix", action="store_true",
+                        help="weights on 7 bits, exact on CPUs without an int8 dot product (docs/results.md)")
     parser.add_argument(
         "--search-float-layers",
         action="store_true",
@@ -399,7 +421,8 @@ def main() -> None:
         )
         print("FLOAT_LAYERS = (\n" + "".join(f'    "{layer}",\n' for layer in layers) + ")")
         return
-    print(f"wrote {quantize_encoder(args.model, args.ir, args.subset_size)}")
+    out = quantize_encoder(args.model, args.ir, args.subset_size, args.out, overflow_fix=args.overflow_fix)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
