@@ -95,3 +95,20 @@ def test_precision_table_lists_every_class_and_marks_this_cpu():
     if cpu_class(cpu_has_bf16(), cpu_flags()) is not None:
         assert "^ this CPU; this run measured fp32 300 ms" in text
         assert "(INT8 encoder: " in text  # the recipe auto's choice depends on
+
+
+def test_int8_arithmetic_prints_kernels_and_exact_rows_and_timings(ir_dir, capsys):
+    """benchmarks.int8_arithmetic (docs/results.md, "INT8 without VNNI"): one row per INT8 encoder and
+    arithmetic, cosines in (0, 1], and a timing line for FP32 and each INT8 encoder."""
+    from benchmarks import int8_arithmetic
+
+    assert int8_arithmetic.main(["--repeats", "1", "--control-every", "24", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| built |")]
+    assert [row[1] for row in rows] == ["kernels", "exact"]
+    for row in rows:
+        cosines = [float(value) for value in row[2].split(", ")]
+        assert len(cosines) == 3 and all(0.9 < value <= 1.0 for value in cosines)
+        assert 0.5 < float(row[3].strip(" |")) <= 1.0
+    assert "int8 kernels exact" in out or "int8 kernels saturating" in out
+    assert "  fp32: " in out and "  built: " in out
