@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from router.casefile import ArrayHeader, CaseError, segs_shape
+from router.strategies.propagate3d import MAX_SKIP_STEP
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -170,6 +171,12 @@ def _slice_work(pixels: int, masks: int) -> int:
     return masks * pixels + 2 * pixels + 4 * pixels
 
 
+def _sweep_work(pixels: int, masks: int) -> int:
+    """A 3D sweep's slice work, with the masks of up to MAX_SKIP_STEP slices held between two decoded ones
+    and the two float32 distance maps that interpolate them (router.strategies.propagate3d.SliceSkip)."""
+    return _slice_work(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
+
+
 def image2d_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
     """image2d on an (H, W) image: label map, masks of one chunk of boxes, a zoom crop, resize matrices."""
     height, width = shape
@@ -183,7 +190,7 @@ def propagate_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int,
     depth, height, width = shape
     active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
     cache = min(cache_bytes, covered(boxes[:, 2], boxes[:, 5], depth) * EMBEDDING_BYTES) + EMBEDDING_BYTES
-    return label_bytes * math.prod(shape) + _slice_work(height * width, active) + cache
+    return label_bytes * math.prod(shape) + _sweep_work(height * width, active) + cache
 
 
 def triplanar_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
@@ -200,7 +207,7 @@ def triplanar_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int,
                  for axis, extent in ((2, depth), (1, height), (0, width)))
     cache = min(cache_bytes, slices * EMBEDDING_BYTES) + EMBEDDING_BYTES
     return ((2 + label_bytes + 4) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max())
-            + _slice_work(slice_pixels, active) + cache)
+            + _sweep_work(slice_pixels, active) + cache)
 
 
 # strategy name -> bytes its run needs besides the image (shape, clipped boxes, label itemsize, cache budget)

@@ -12,12 +12,14 @@ together, so each slice is encoded once (through the predictor's embedding cache
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from models.boxes import grow_box, mask_bbox
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
+from router.strategies.interpolation import interpolate_masks, mask_dice
 from router.strategies.labels import paint_masks
 
 # The challenge baseline grows the previous slice's box by 3 px in its 256-pixel frame.
@@ -29,6 +31,60 @@ def middle_slices(boxes: np.ndarray) -> np.ndarray:
     return boxes[:, 2] + (boxes[:, 5] - boxes[:, 2]) // 2
 
 
+@dataclass(frozen=True)
+class SliceSkip:
+    """When a slice may take its masks by interpolation instead of an encoder pass.
+
+    Along a sweep, every `step`-th slice is decoded (and the first and last of every stretch where the
+    same boxes are active); the slices between two decoded ones are interpolated
+    (router.strategies.interpolation) when every box's two masks agree, Dice >= `min_dice`, and each
+    has at least `min_area` pixels, or both are empty; otherwise they are all decoded, one after the
+    other, as without skipping. step 1 decodes every slice (off).
+    """
+
+    step: int = 1
+    min_dice: float = 0.9
+    min_area: int = 0
+
+    def agree(self, first: np.ndarray, last: np.ndarray) -> bool:
+        """Whether the slices between (H, W) bool masks `first` and `last` of one box may be interpolated."""
+        sizes = int(first.sum()), int(last.sum())
+        if sizes == (0, 0):
+            return True
+        return min(sizes) >= max(self.min_area, 1) and mask_dice(first, last) >= self.min_dice
+
+
+MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (router/memory.py counts them)
+
+
+def check_skip(skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0) -> SliceSkip:
+    """The SliceSkip of these routing-table parameters; ValueError unless 1 <= skip_step <= MAX_SKIP_STEP,
+    0 <= skip_dice <= 1 and skip_min_area >= 0."""
+    if not (isinstance(skip_step, int) and 1 <= skip_step <= MAX_SKIP_STEP):
+        raise ValueError(f"skip_step must be an integer in [1, {MAX_SKIP_STEP}], got {skip_step}")
+    if not 0.0 <= skip_dice <= 1.0:
+        raise ValueError(f"skip_dice must be in [0, 1], got {skip_dice}")
+    if not (isinstance(skip_min_area, int) and skip_min_area >= 0):
+        raise ValueError(f"skip_min_area must be a non-negative integer, got {skip_min_area}")
+    return SliceSkip(skip_step, float(skip_dice), skip_min_area)
+
+
+def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Split a sweep's slices into maximal runs with the same active boxes: (slices of the run, box indices)."""
+    run: list[int] = []
+    current: np.ndarray | None = None
+    for z in slices:
+        active = np.flatnonzero(active_at(z))
+        if current is not None and not np.array_equal(active, current):
+            if current.size:
+                yield run, current
+            run = []
+        run.append(z)
+        current = active
+    if current is not None and current.size and run:
+        yield run, current
+
+
 def propagate_masks(
     volume: np.ndarray,
     boxes: np.ndarray,
@@ -36,13 +92,15 @@ def propagate_masks(
     view: Hashable = "axial",
     on_slice: OnSlice | None = None,
     core: float = 0.0,
+    skip: SliceSkip = SliceSkip(),
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
     volume: (D, H, W) uint8; boxes: (N, 6) [x0, y0, z0, x1, y1, z1] inclusive, inside the volume.
-    Each (box, slice) pair is yielded exactly once. `view` keys the predictor's embedding cache.
-    core: slices with |z - z_mid| <= core x (z1 - z0) / 2 are prompted with the given box (0: the
-    middle slice only, 1: every slice).
+    Each (box, slice) pair is yielded exactly once, all boxes of a slice together. `view` keys the
+    predictor's embedding cache. core: slices with |z - z_mid| <= core x (z1 - z0) / 2 are prompted with
+    the given box (0: the middle slice only, 1: every slice). skip: which slices may be interpolated
+    (SliceSkip; by default none are).
     """
     height, width = volume.shape[1:]
     margin = GROW_FRACTION * max(height, width)
@@ -52,30 +110,56 @@ def propagate_masks(
     core_reach = core * (z_max - z_min) / 2
     mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
+    def decode(z: int, active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool) -> np.ndarray:
+        """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` (box -> the mask
+        box of the last slice decoded for it) as propagation does; updates `previous`."""
+        prompts = np.empty((active.size, 4))
+        for row, index in enumerate(active.tolist()):
+            if abs(z - z_mid[index]) <= core_reach[index]:  # the middle slice, and the core around it
+                prompts[row] = boxes_2d[index]
+                continue
+            prior = previous.get(index) if (upward or index in previous) else mid_bbox[index]
+            prompts[row] = boxes_2d[index] if prior is None else grow_box(prior, margin, (height, width))
+        predictor.set_image(volume[z], key=(view, z))
+        masks = predictor.predict(prompts)
+        for row, index in enumerate(active.tolist()):
+            previous[index] = mask_bbox(masks[row])
+            if upward and z == z_mid[index]:
+                mid_bbox[index] = previous[index]
+        return masks
+
+    def emit(z: int, active: np.ndarray, masks: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        if on_slice is not None:
+            on_slice()
+        return z, active, masks
+
     def run_sweep(
         slices: range, active_at: Callable[[int], np.ndarray], upward: bool
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         previous: dict[int, np.ndarray | None] = {}
-        for z in slices:
-            active = np.flatnonzero(active_at(z))
-            if active.size == 0:
-                continue
-            prompts = np.empty((active.size, 4))
-            for row, index in enumerate(active.tolist()):
-                if abs(z - z_mid[index]) <= core_reach[index]:  # the middle slice, and the core around it
-                    prompts[row] = boxes_2d[index]
-                    continue
-                prior = previous.get(index) if (upward or z != z_mid[index] - 1) else mid_bbox[index]
-                prompts[row] = boxes_2d[index] if prior is None else grow_box(prior, margin, (height, width))
-            predictor.set_image(volume[z], key=(view, z))
-            masks = predictor.predict(prompts)
-            for row, index in enumerate(active.tolist()):
-                previous[index] = mask_bbox(masks[row])
-                if upward and z == z_mid[index]:
-                    mid_bbox[index] = previous[index]
-            if on_slice is not None:
-                on_slice()
-            yield z, active, masks
+        for run, active in _stretches(slices, active_at):
+            masks = decode(run[0], active, previous, upward)
+            yield emit(run[0], active, masks)
+            position = 0
+            while position < len(run) - 1:
+                target = min(position + skip.step, len(run) - 1)
+                if target - position > 1:
+                    before = dict(previous)
+                    far = decode(run[target], active, previous, upward)
+                    if all(skip.agree(a, b) for a, b in zip(masks, far, strict=True)):
+                        gap = target - position - 1
+                        between = [interpolate_masks(a, b, gap) for a, b in zip(masks, far, strict=True)]
+                        for step, z in enumerate(run[position + 1 : target]):
+                            yield emit(z, active, np.stack([box_masks[step] for box_masks in between]))
+                        masks, position = far, target
+                        yield emit(run[target], active, masks)
+                        continue
+                    previous.clear()
+                    previous.update(before)  # they disagree: decode every slice up to the target, in order
+                for z in run[position + 1 : target + 1]:
+                    masks = decode(z, active, previous, upward)
+                    yield emit(z, active, masks)
+                position = target
 
     if len(boxes) == 0:
         return
@@ -94,12 +178,13 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 def segment_propagate3d(
     volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
-    core: float = 0.0,
+    core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]); `core` as in
-    propagate_masks."""
+    propagate_masks, the skip_* parameters those of SliceSkip (check_skip)."""
+    skip = check_skip(skip_step, skip_dice, skip_min_area)
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))
-    for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=core):
+    for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=core, skip=skip):
         paint_masks(segs[z], masks, active + 1)
     return segs
 
@@ -110,10 +195,18 @@ def check_core(core: float = 0.0) -> None:
         raise ValueError(f"core must be in [0, 1], got {core}")
 
 
+def check_propagate(core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0) -> None:
+    """Raise ValueError on parameters segment_propagate3d cannot run with."""
+    check_core(core)
+    check_skip(skip_step, skip_dice, skip_min_area)
+
+
 def _slice_count(boxes: np.ndarray, **_: object) -> int:
     return propagation_steps(boxes)
 
 
+SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area")
 STRATEGY = Strategy(
-    "propagate", dim=3, run=segment_propagate3d, params=("core",), check=check_core, slice_count=_slice_count
+    "propagate", dim=3, run=segment_propagate3d, params=("core", *SKIP_PARAMS), check=check_propagate,
+    slice_count=_slice_count,
 )

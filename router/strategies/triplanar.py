@@ -15,7 +15,7 @@ import numpy as np
 
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
-from router.strategies.propagate3d import check_core, propagate_masks, propagation_steps
+from router.strategies.propagate3d import SKIP_PARAMS, check_core, check_skip, propagate_masks, propagation_steps
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -31,10 +31,11 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
 
 def check_vote_params(
     views: Sequence[str] = DEFAULT_VIEWS, weights: Sequence[float] | None = None, min_votes: float = 2.0,
-    core: float = 0.0,
+    core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
 ) -> list[float]:
     """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
     check_core(core)
+    check_skip(skip_step, skip_dice, skip_min_area)
     weights = [1.0] * len(views) if weights is None else list(weights)
     if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
         raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
@@ -52,13 +53,18 @@ def segment_triplanar(
     min_votes: float = 2.0,
     on_slice: OnSlice | None = None,
     core: float = 0.0,
+    skip_step: int = 1,
+    skip_dice: float = 0.9,
+    skip_min_area: int = 0,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting.
 
     core: each view's propagation prompts the middle core x half of the box's range with the box
-    itself (router.strategies.propagate3d.propagate_masks).
+    itself (router.strategies.propagate3d.propagate_masks); skip_*: which slices of each view take
+    their masks by interpolation (router.strategies.propagate3d.SliceSkip).
     """
-    weights = check_vote_params(views, weights, min_votes, core)
+    weights = check_vote_params(views, weights, min_votes, core, skip_step, skip_dice, skip_min_area)
+    skip = check_skip(skip_step, skip_dice, skip_min_area)
     lows = boxes[:, [2, 1, 0]]  # (z, y, x)
     highs = boxes[:, [5, 4, 3]] + 1
     votes = [np.zeros(tuple(high - low), np.float32) for low, high in zip(lows, highs, strict=True)]
@@ -66,7 +72,8 @@ def segment_triplanar(
     for view, weight in zip(views, weights, strict=True):
         axes = VIEW_AXES[view]
         view_volume = np.ascontiguousarray(volume.transpose(axes))
-        for s, active, masks in propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, core):
+        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, core, skip)
+        for s, active, masks in sweep:
             for index, mask in zip(active, masks, strict=True):
                 low, high = lows[index][list(axes)], highs[index][list(axes)]
                 # transpose() is a view, so this adds into the box's (z, y, x) vote array.
@@ -88,6 +95,6 @@ def vote_slice_count(boxes: np.ndarray, views: Sequence[str] = DEFAULT_VIEWS, **
 
 
 STRATEGY = Strategy(
-    "triplanar_vote", dim=3, run=segment_triplanar, params=("views", "weights", "min_votes", "core"),
+    "triplanar_vote", dim=3, run=segment_triplanar, params=("views", "weights", "min_votes", "core", *SKIP_PARAMS),
     check=check_vote_params, slice_count=vote_slice_count,
 )
