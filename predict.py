@@ -21,7 +21,8 @@ from tqdm import tqdm
 from models.hardware import cpu_budget
 from models.pool import ModelPool
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
-from router.casefile import Case, check_writable, remove_stale_temps, write_text_atomic
+from router.casefile import Case, check_writable, remove_stale_temps
+from router.efficiency import EfficiencyLog
 from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import efficiency_name, select_part
@@ -106,18 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("skip %s: not an .npz case file", other.name)
     cases = select_part(cases, args.num_parts, args.part_id)
     efficiency = efficiency_name(args.num_parts, args.part_id)
+    timings = EfficiencyLog(args.output / efficiency, resume=args.continue_prediction)
     if args.scheduler:
         if args.continue_prediction:  # the workers get only what is left to do
             left = [p for p in cases if not is_done(p, args.output / p.name)]
             if len(left) < len(cases):
                 log.info("%d case(s) already done; %d to segment", len(cases) - len(left), len(left))
+            for done in sorted(set(cases) - set(left)):
+                timings.keep_earlier(done.stem)
             cases = left
         from router.distributed import Settings, run_on_dask  # Dask only for --scheduler
 
         # explicit paths must be on the shared folder; by default each worker uses its own models/ir and table
         settings = Settings(str(args.models.resolve()) if args.models else None, args.threads, args.precision,
                             args.cache_mb << 20, str(args.config.resolve()) if args.config else None)
-        return run_on_dask(args.scheduler, cases, args.output, settings, efficiency, not args.no_progress)
+        return run_on_dask(args.scheduler, cases, args.output, settings, timings, not args.no_progress)
 
     warned: set[str] = set()
 
@@ -134,13 +138,6 @@ def main(argv: list[str] | None = None) -> int:
             yield bar.update
 
     failed, skipped = 0, 0
-    timings: dict[str, float] = {}
-    earlier = _read_efficiency(args.output / efficiency) if args.continue_prediction else {}
-
-    def write_efficiency() -> None:
-        rows = "".join(f"{name},{seconds:.4f}\n" for name, seconds in timings.items())
-        write_text_atomic(args.output / efficiency, "case,seconds\n" + rows)
-
     path = None
     with stop_on_signals():
         try:
@@ -150,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.continue_prediction:
                     if is_done(path, output):
                         skipped += 1
-                        timings[path.stem] = earlier.get(path.stem, 0.0)
+                        timings.keep_earlier(path.stem)
                         continue
                     remove_stale_temps(output)
                 try:
@@ -159,11 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                     failed += 1
                     log.error("%s", error_line(path.name, error))
                     continue
-                timings[path.stem] = result.seconds
+                timings.record(path.stem, result.seconds)
                 log.info("%s", summary_line(result))
-                write_efficiency()
         except Interrupted as stop:
-            write_efficiency()
+            timings.write()
             if path is None:
                 where = "before the first case"
             else:
@@ -175,15 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     resumed = f", {skipped} already done" if skipped else ""
     log.info("%s%s", done_line(len(timings) - skipped, failed), resumed)
     return 1 if failed else 0
-
-
-def _read_efficiency(path: Path) -> dict[str, float]:
-    """Seconds per case of an earlier run's efficiency.csv (kept for the cases a resumed run skips)."""
-    try:
-        rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
-        return {row[0]: float(row[1]) for row in rows if len(row) == 2}
-    except (OSError, ValueError):
-        return {}
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ outputs are written to a temporary file in the target folder and renamed, so non
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import tempfile
@@ -297,7 +298,7 @@ def output_is_complete(output: Path, shape: tuple[int, ...]) -> bool:
 
 def remove_stale_temps(output: Path) -> None:
     """Delete temp files an interrupted write of `output` left beside it (`.<name>.XXXX.tmp`, a SIGKILL)."""
-    for stale in Path(output).parent.glob(f".{Path(output).name}.*.tmp"):
+    for stale in Path(output).parent.glob(f".{glob.escape(Path(output).name)}.*.tmp"):
         stale.unlink(missing_ok=True)
 
 

@@ -14,7 +14,6 @@ local run never need it.
 
 from __future__ import annotations
 
-import glob
 import logging
 import threading
 import time
@@ -24,7 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from models.pool import ModelPool
-from router.casefile import write_text_atomic
+from router.casefile import remove_stale_temps
+from router.efficiency import EfficiencyLog
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.pipeline import segment_file
 from router.routing import RoutingTable
@@ -101,22 +101,25 @@ def segment_task(path: str, output: str, settings: Settings) -> TaskResult:
 
 
 def run_on_dask(
-    address: str, cases: list[Path], output: Path, settings: Settings, efficiency: str = "efficiency.csv",
+    address: str, cases: list[Path], output: Path, settings: Settings, timings: EfficiencyLog | None = None,
     progress: bool = True,
 ) -> int:
     """Segment `cases` into `output` on the Dask cluster at `address` (or a scheduler file's path);
-    log the same lines as a local run and return its exit status (1 if any case failed)."""
+    log the same lines as a local run and return its exit status (1 if any case failed). `timings`: the
+    run's efficiency file, with any rows it carries (default: a new OUTPUT/efficiency.csv)."""
     try:
         from distributed import Client, as_completed
     except ImportError:
         log.error("error: --scheduler needs Dask: pip install -r requirements-dev.txt (dask, distributed)")
         return 1
     output = output.resolve()
+    timings = timings if timings is not None else EfficiencyLog(output / "efficiency.csv")
+    carried = len(timings)
     # largest first: a big volume started last would leave the other workers idle at the end
     ordered = sorted(cases, key=lambda p: (-p.stat().st_size, p.name))
     token = f"{time.time_ns():x}"
     connect = {"scheduler_file": address} if Path(address).is_file() else {"address": address}
-    failed, timings, warned = 0, [], set()
+    failed, warned = 0, set()
     try:
         client = Client(**connect, timeout="30s")
     except (OSError, TimeoutError) as error:  # no scheduler there (dask's connect timeout is an OSError)
@@ -145,12 +148,9 @@ def run_on_dask(
                 log.error("%s", result.line)
                 continue
             log.info("%s", result.line)
-            timings.append((Path(result.file_name).stem, result.seconds))
-            rows = "".join(f"{stem},{seconds:.4f}\n" for stem, seconds in timings)
-            write_text_atomic(output / efficiency, "case,seconds\n" + rows)
+            timings.record(Path(result.file_name).stem, result.seconds)
         bar.close()
     for path in cases:  # temp files of workers that died mid-write (their cases were redone elsewhere)
-        for stale in output.glob(f".{glob.escape(path.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    log.info("%s", done_line(len(timings), failed))
+        remove_stale_temps(output / path.name)
+    log.info("%s", done_line(len(timings) - carried, failed))
     return 1 if failed else 0

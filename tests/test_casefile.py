@@ -46,3 +46,31 @@ def test_box_wholly_beyond_the_image_is_an_error(tmp_path):
                       boxes=np.array([[-1e30, 2.0, -1e29, 9.0]]))
     with pytest.raises(CaseError, match="entirely outside"):
         read_case(path)
+
+
+def test_stale_temps_of_a_name_with_glob_characters_are_removed(tmp_path):
+    """A killed write's temp file goes whatever the case name holds; another case's stays."""
+    from router.casefile import remove_stale_temps
+
+    name = "2DBox_US_scan[1].npz"
+    mine, other = tmp_path / f".{name}.k1ll3d.tmp", tmp_path / ".2DBox_US_scan1.npz.k1ll3d.tmp"
+    for path in (mine, other):
+        path.write_bytes(b"half")
+    remove_stale_temps(tmp_path / name)
+    assert not mine.exists() and other.exists()
+
+
+def test_efficiency_log_keeps_earlier_rows_only_for_skipped_cases(tmp_path):
+    from router.efficiency import EfficiencyLog, read_efficiency
+
+    path = tmp_path / "efficiency.csv"
+    path.write_text("case,seconds\na,1.5000\nb,2.0000\n")
+    log = EfficiencyLog(path, resume=True)
+    log.keep_earlier("a")
+    log.keep_earlier("never_timed")
+    log.record("b", 3.25)
+    assert read_efficiency(path) == {"a": 1.5, "never_timed": 0.0, "b": 3.25}
+    assert len(log) == 3 and "b" in log
+    fresh = EfficiencyLog(path)  # not resuming: earlier rows are not carried
+    fresh.record("c", 1.0)
+    assert read_efficiency(path) == {"c": 1.0}

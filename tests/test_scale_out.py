@@ -126,6 +126,32 @@ def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv"], "temp files left behind"
 
 
+def test_dask_continue_prediction_keeps_the_rows_of_cases_done_before(reference, cluster, tmp_path, capsys) -> None:
+    """--scheduler --continue-prediction: the cases done earlier keep their efficiency rows (the local runner
+    keeps them too), and a killed write's temp file goes even where the case name holds glob characters."""
+    inputs, _, good, _ = reference
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [good[0], "2DBox_Endoscopy_scan[1].npz"]
+    (folder / names[0]).write_bytes((inputs / good[0]).read_bytes())
+    (folder / names[1]).write_bytes((inputs / good[1]).read_bytes())  # another 2D Endoscopy case
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["-i", str(folder), "-o", str(out), "--threads", "1", "--no-progress",
+            "--scheduler", str(cluster.scheduler_file)]
+    assert predict.main(args) == 0
+    first = (out / "efficiency.csv").read_text().splitlines()
+    (out / names[1]).unlink()
+    (out / f".{names[1]}.k1ll3d.tmp").write_bytes(b"half")
+    assert predict.main([*args, "--continue-prediction"]) == 0
+    capsys.readouterr()
+    rows = dict(line.split(",") for line in (out / "efficiency.csv").read_text().splitlines()[1:])
+    assert sorted(rows) == sorted(Path(name).stem for name in names)
+    kept = Path(names[0]).stem
+    assert f"{kept},{rows[kept]}" in first  # the earlier row, not a new one
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "efficiency.csv"])
+
+
 def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_path) -> None:
     from distributed import Client
 
