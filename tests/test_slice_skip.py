@@ -128,3 +128,13 @@ def test_triplanar_vote_with_skipping_keeps_the_object() -> None:
     skipped = segment_triplanar(volume, boxes, skip_predictor, core=1.0, skip_step=3, skip_dice=0.8, skip_min_area=20)
     assert mask_dice(full == 1, skipped == 1) > 0.95
     assert len(skip_predictor.encoded) <= 0.6 * len(full_predictor.encoded)  # 65 of 113: the poles change fast
+
+
+def test_core_only_skipping_decodes_every_slice_beyond_the_core() -> None:
+    volume = ball_volume()
+    box = np.array([[12, 12, 5, 52, 52, 35]])  # z 5..35, middle 20; core 0.5 reaches 7.5 slices: z 13..27
+    predictor = EllipsePredictor()
+    list(propagate_masks(volume, box, predictor, core=0.5, skip=SliceSkip(4, 0.5, 0, core_only=True)))
+    encoded = {z for _, z in predictor.encoded}
+    assert set(range(5, 13)) | set(range(28, 36)) <= encoded  # beyond the core: every slice
+    assert len(encoded & set(range(13, 28))) < 15  # inside it: some skipped

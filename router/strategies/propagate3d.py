@@ -39,12 +39,15 @@ class SliceSkip:
     same boxes are active); the slices between two decoded ones are interpolated
     (router.strategies.interpolation) when every box's two masks agree, Dice >= `min_dice`, and each
     has at least `min_area` pixels, or both are empty; otherwise they are all decoded, one after the
-    other, as without skipping. step 1 decodes every slice (off).
+    other, as without skipping. step 1 decodes every slice (off). core_only: skip only where every box
+    is prompted with its given box (propagate_masks' core); beyond it each prompt comes from the slice
+    decoded before, and a prompt from `step` slices away is a worse one.
     """
 
     step: int = 1
     min_dice: float = 0.9
     min_area: int = 0
+    core_only: bool = False
 
     def agree(self, first: np.ndarray, last: np.ndarray) -> bool:
         """Whether the slices between (H, W) bool masks `first` and `last` of one box may be interpolated."""
@@ -57,16 +60,20 @@ class SliceSkip:
 MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (router/memory.py counts them)
 
 
-def check_skip(skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0) -> SliceSkip:
+def check_skip(
+    skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0, skip_core_only: bool = False
+) -> SliceSkip:
     """The SliceSkip of these routing-table parameters; ValueError unless 1 <= skip_step <= MAX_SKIP_STEP,
-    0 <= skip_dice <= 1 and skip_min_area >= 0."""
+    0 <= skip_dice <= 1, skip_min_area >= 0 and skip_core_only is a bool."""
     if not (isinstance(skip_step, int) and 1 <= skip_step <= MAX_SKIP_STEP):
         raise ValueError(f"skip_step must be an integer in [1, {MAX_SKIP_STEP}], got {skip_step}")
     if not 0.0 <= skip_dice <= 1.0:
         raise ValueError(f"skip_dice must be in [0, 1], got {skip_dice}")
     if not (isinstance(skip_min_area, int) and skip_min_area >= 0):
         raise ValueError(f"skip_min_area must be a non-negative integer, got {skip_min_area}")
-    return SliceSkip(skip_step, float(skip_dice), skip_min_area)
+    if not isinstance(skip_core_only, bool):
+        raise ValueError(f"skip_core_only must be true or false, got {skip_core_only}")
+    return SliceSkip(skip_step, float(skip_dice), skip_min_area, skip_core_only)
 
 
 def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -133,6 +140,9 @@ def propagate_masks(
             on_slice()
         return z, active, masks
 
+    def in_core(z: int, active: np.ndarray) -> bool:
+        return bool(np.all(np.abs(z - z_mid[active]) <= core_reach[active]))
+
     def run_sweep(
         slices: range, active_at: Callable[[int], np.ndarray], upward: bool
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -143,7 +153,9 @@ def propagate_masks(
             position = 0
             while position < len(run) - 1:
                 target = min(position + skip.step, len(run) - 1)
-                if target - position > 1:
+                if target - position > 1 and (
+                    not skip.core_only or (in_core(run[position], active) and in_core(run[target], active))
+                ):
                     before = dict(previous)
                     far = decode(run[target], active, previous, upward)
                     if all(skip.agree(a, b) for a, b in zip(masks, far, strict=True)):
@@ -179,10 +191,11 @@ def propagation_steps(boxes: np.ndarray) -> int:
 def segment_propagate3d(
     volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
     core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
+    skip_core_only: bool = False,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]); `core` as in
     propagate_masks, the skip_* parameters those of SliceSkip (check_skip)."""
-    skip = check_skip(skip_step, skip_dice, skip_min_area)
+    skip = check_skip(skip_step, skip_dice, skip_min_area, skip_core_only)
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))
     for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=core, skip=skip):
         paint_masks(segs[z], masks, active + 1)
@@ -195,17 +208,20 @@ def check_core(core: float = 0.0) -> None:
         raise ValueError(f"core must be in [0, 1], got {core}")
 
 
-def check_propagate(core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0) -> None:
+def check_propagate(
+    core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
+    skip_core_only: bool = False,
+) -> None:
     """Raise ValueError on parameters segment_propagate3d cannot run with."""
     check_core(core)
-    check_skip(skip_step, skip_dice, skip_min_area)
+    check_skip(skip_step, skip_dice, skip_min_area, skip_core_only)
 
 
 def _slice_count(boxes: np.ndarray, **_: object) -> int:
     return propagation_steps(boxes)
 
 
-SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area")
+SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area", "skip_core_only")
 STRATEGY = Strategy(
     "propagate", dim=3, run=segment_propagate3d, params=("core", *SKIP_PARAMS), check=check_propagate,
     slice_count=_slice_count,
