@@ -11,7 +11,7 @@
 #   worker-image  image + seg-worker:latest = seg:latest plus Dask, for --scheduler (docs/scale-out.md)
 #   bench   export + the benchmark (OpenVINO vs the PyTorch baseline) on the demo and dev cases
 # INT8_RECIPE=qat makes the INT8 LiteMedSAM encoder by quantisation-aware fine-tuning (~30 min on 2 cores)
-# rather than post-training quantisation (ptq, the default; README "Precision and speed").
+# rather than post-training quantisation (ptq, the default; README "Precision").
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)

@@ -60,7 +60,7 @@ INT8_RECIPE_KEY = ("seg_int8", "recipe")
 
 # The INT8 recipes that hold fp32's accuracy: mean DSC within 0.005 of fp32 and every modality within 0.02,
 # on cases not used to calibrate, train or choose them, on a CPU where int8 is exact (Zen 4): "qat" does,
-# "ptq" does not (docs/results.md, "INT8 recipes"). `--precision int8` runs either.
+# "ptq" does not (docs/results.md, "Precision by CPU class"). `--precision int8` runs either.
 INT8_RECIPES_WITHIN_BOUND: frozenset[str] = frozenset({"qat"})
 
 

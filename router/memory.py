@@ -9,7 +9,7 @@ is the lever when a case does not fit (`plan_case`); below one box at a time the
 Measured (VmHWM above VmRSS before the case, LiteMedSAM, models compiled, fresh process per case;
 `python -m benchmarks.memory`): on the 13 dev cases, 7 dev-sts cases, the 4 demo cases, the (100, 512,
 512) volume and the 2048x2048 image the estimate is 1.27-2.23 times the peak (lowest: fp32, demo PET);
-README "Memory guard" has the table.
+docs/results.md "Memory guard" has the table.
 
 Model buffers, measured on LiteMedSAM (RSS growth in MiB, 2 cores; the constants below round up
 the worst precision):

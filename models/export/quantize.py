@@ -129,7 +129,7 @@ def first_convolutions(model: ov.Model, count: int) -> list[str]:
 # 0.0009 without these two. Against FP32's own masks (today's metric) they matter little: agreement 0.949 with
 # them, 0.948 without. Nor does today's metric find a short list: the error is spread over the 76 layers, and
 # keeping its top-ranked 4, 8, 16 or 32 in float gives 0.954, 0.961, 0.968, 0.974 (bf16: 0.981); 32 cost
-# 22-34% more encoder time (two idle runs). So these two stay (README "Precision and speed").
+# 22-34% more encoder time (two idle runs). So these two stay (docs/results.md, "Precision by CPU class").
 FLOAT_LAYERS: tuple[str, ...] = (
     "GroupConvolution before __module.layers.1.blocks.0.local_conv.bn/aten::batch_norm/BatchNormInference",
     "__module.layers.2.blocks.0.attn.proj/aten::linear/MatMul",
