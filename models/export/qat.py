@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("seg.qat")
 
 CONTROL_PATIENTS = (12, 13, 14)  # their sarcoma slices score the result and are never trained on
-DEFAULT_STEPS = 300  # control agreement 0.939 -> 0.967; volumes of patients 7-14: +0.000 DSC vs FP32 (README)
+DEFAULT_STEPS = 300  # control agreement 0.939 -> 0.967; volumes of patients 7-14: +0.000 DSC vs FP32 (docs/results.md)
 DEFAULT_LEARNING_RATE = 2e-5  # the peak of a cosine decay
 VIEW_PROBABILITY = 0.7  # share of steps that see a random crop/flip/gamma view rather than a whole image
 _SEED = 2025
