@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.int8_arithmetic import cosine, probe_inputs
 from models.export.qat import (
     CONTROL_PATIENTS,
     distil,
@@ -45,18 +46,13 @@ from models.hardware import INT8_RECIPE_KEY, cpu_flags, int8_is_exact, int8_reci
 from models.registry import get_spec, model_dir
 from models.transforms import preprocess
 from sample_data.stardist import stardist_nuclei
-from sample_data.synthetic import synthetic_ct, synthetic_mr
+from sample_data.synthetic import synthetic_ct
 
 ov = pytest.importorskip("openvino")
 pytestmark = pytest.mark.integration  # torch and the model export
 pytest.importorskip("nncf")
 
 SPEC = get_spec("litemedsam")
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _kernel_bound(exact: float, saturating: float) -> float:
@@ -133,9 +129,9 @@ def test_quantize_tiny_encoder(tmp_path: Path) -> None:
     x = preprocess(stardist_nuclei()[0], SPEC)[0]
     reference, quantized = fp32(x)[0], exact(x)[0]
     assert not np.array_equal(reference, quantized)  # it really is a different (quantised) network
-    assert _cosine(reference, quantized) > 0.98  # the recipe, on any CPU
+    assert cosine(reference, quantized) > 0.98  # the recipe, on any CPU
     # This CPU's kernels: > 0.98 on the AMX Xeon and Zen 4 (exact); 0.953 on Zen 3 (saturating, real).
-    assert _cosine(reference, kernels(x)[0]) > _kernel_bound(0.98, 0.94)
+    assert cosine(reference, kernels(x)[0]) > _kernel_bound(0.98, 0.94)
 
     # A layer named in float_layers loses its quantisers; the others keep theirs.
     layers = quantized_layers(core.read_model(out))
@@ -160,7 +156,7 @@ def test_overflow_fix_makes_every_cpu_compute_the_int8_network_exactly(tmp_path:
         out = quantize_encoder("litemedsam", tmp_path, 12, tmp_path / f"fix_{fix}.xml", float_layers=(),
                                float_first_convs=1, overflow_fix=fix)
         exact, kernels = (core.compile_model(out, "CPU", c) for c in (EXACT_INT8_CONFIG, config))
-        agreement[fix] = _cosine(exact(x)[0], kernels(x)[0])
+        agreement[fix] = cosine(exact(x)[0], kernels(x)[0])
     print(f"kernels against the exact INT8 network: full range {agreement[False]:.5f}, 7-bit {agreement[True]:.5f}")
     assert agreement[True] > 0.9999
     if not int8_is_exact(cpu_flags()):
@@ -231,7 +227,7 @@ def test_finetune_int8_encoder_runs_on_the_real_encoder(tmp_path: Path, caplog: 
     fp32, quantized = (core.compile_model(f, "CPU", config) for f in (tmp_path / SPEC.encoder_file, out))
     ct, _ = synthetic_ct(np.random.default_rng(1))
     x = preprocess(ct[20], SPEC)[0]
-    assert _cosine(fp32(x)[0], quantized(x)[0]) > 0.95
+    assert cosine(fp32(x)[0], quantized(x)[0]) > 0.95
 
 
 @pytest.mark.skipif(not (model_dir() / SPEC.encoder_int8_file).is_file(), reason="run ./build.sh export first")
@@ -256,14 +252,11 @@ def test_built_int8_encoder_is_close_to_fp32() -> None:
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     fp32, kernels = (core.compile_model(f, "CPU", config) for f in (fp32_file, int8_file))
     exact = core.compile_model(int8_file, "CPU", EXACT_INT8_CONFIG)
-    ct, _ = synthetic_ct(np.random.default_rng(1))
-    mr, _ = synthetic_mr(np.random.default_rng(1))
-    for image in (stardist_nuclei()[0], ct[20], mr[18]):
-        x = preprocess(image, SPEC)[0]
+    for x in probe_inputs():  # stardist's nuclei, a synthetic CT and MR slice
         reference = fp32(x)[0]
-        assert _cosine(reference, exact(x)[0]) > 0.975  # the recipe, on any CPU
+        assert cosine(reference, exact(x)[0]) > 0.975  # the recipe, on any CPU
         # This CPU's kernels: 0.981-0.985 on the AMX Xeon and Zen 4 (exact); 0.963-0.975 on Zen 3 (saturating).
-        assert _cosine(reference, kernels(x)[0]) > _kernel_bound(0.975, 0.955)
+        assert cosine(reference, kernels(x)[0]) > _kernel_bound(0.975, 0.955)
 
 
 @pytest.mark.skipif(not (model_dir() / SPEC.encoder_file).is_file(), reason="run ./build.sh export first")

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two (H, W) bool masks; 1.0 when both are empty."""
+    """Dice of two bool masks of one shape ((H, W) here); 1.0 when both are empty."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -190,12 +191,11 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 def segment_propagate3d(
     volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
-    core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
-    skip_core_only: bool = False,
+    core: float = 0.0, **skip_params: Any,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]); `core` as in
-    propagate_masks, the skip_* parameters those of SliceSkip (check_skip)."""
-    skip = check_skip(skip_step, skip_dice, skip_min_area, skip_core_only)
+    propagate_masks, skip_params (SKIP_PARAMS) those of check_skip."""
+    skip = check_skip(**skip_params)
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))
     for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=core, skip=skip):
         paint_masks(segs[z], masks, active + 1)
@@ -208,20 +208,17 @@ def check_core(core: float = 0.0) -> None:
         raise ValueError(f"core must be in [0, 1], got {core}")
 
 
-def check_propagate(
-    core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
-    skip_core_only: bool = False,
-) -> None:
+def check_propagate(core: float = 0.0, **skip_params: Any) -> None:
     """Raise ValueError on parameters segment_propagate3d cannot run with."""
     check_core(core)
-    check_skip(skip_step, skip_dice, skip_min_area, skip_core_only)
+    check_skip(**skip_params)
 
 
 def _slice_count(boxes: np.ndarray, **_: object) -> int:
     return propagation_steps(boxes)
 
 
-SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area", "skip_core_only")
+SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area", "skip_core_only")  # check_skip's, by name
 STRATEGY = Strategy(
     "propagate", dim=3, run=segment_propagate3d, params=("core", *SKIP_PARAMS), check=check_propagate,
     slice_count=_slice_count,

@@ -10,6 +10,7 @@ simply the lowest label. Masks are counted only inside each box, so the result s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,12 +32,11 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
 
 def check_vote_params(
     views: Sequence[str] = DEFAULT_VIEWS, weights: Sequence[float] | None = None, min_votes: float = 2.0,
-    core: float = 0.0, skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0,
-    skip_core_only: bool = False,
+    core: float = 0.0, **skip_params: Any,
 ) -> list[float]:
     """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
     check_core(core)
-    check_skip(skip_step, skip_dice, skip_min_area, skip_core_only)
+    check_skip(**skip_params)
     weights = [1.0] * len(views) if weights is None else list(weights)
     if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
         raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
@@ -54,19 +54,17 @@ def segment_triplanar(
     min_votes: float = 2.0,
     on_slice: OnSlice | None = None,
     core: float = 0.0,
-    skip_step: int = 1,
-    skip_dice: float = 0.9,
-    skip_min_area: int = 0,
-    skip_core_only: bool = False,
+    **skip_params: Any,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting.
 
     core: each view's propagation prompts the middle core x half of the box's range with the box
-    itself (router.strategies.propagate3d.propagate_masks); skip_*: which slices of each view take
-    their masks by interpolation (router.strategies.propagate3d.SliceSkip).
+    itself (router.strategies.propagate3d.propagate_masks); skip_params (SKIP_PARAMS, check_skip's):
+    which slices of each view take their masks by interpolation (router.strategies.propagate3d.SliceSkip).
     """
-    weights = check_vote_params(views, weights, min_votes, core, skip_step, skip_dice, skip_min_area, skip_core_only)
-    skip = check_skip(skip_step, skip_dice, skip_min_area, skip_core_only)
+    check_core(core)
+    weights = check_vote_params(views, weights, min_votes)
+    skip = check_skip(**skip_params)
     lows = boxes[:, [2, 1, 0]]  # (z, y, x)
     highs = boxes[:, [5, 4, 3]] + 1
     votes = [np.zeros(tuple(high - low), np.float32) for low, high in zip(lows, highs, strict=True)]
