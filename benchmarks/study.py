@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import fnmatch
+import functools
 import hashlib
 import sys
 import time
@@ -35,7 +36,8 @@ import numpy as np
 
 from benchmarks.runner import score_segs
 from models.hardware import cpu_budget
-from models.registry import PRECISIONS, model_dir
+from models.predictor import Embedding, SamPredictor
+from models.registry import PRECISIONS, ModelSpec, model_dir
 from router.modality import CaseNameError, parse_case_name
 from router.routing import RoutingTable
 
@@ -125,10 +127,38 @@ def parse_variant(spec: str) -> Variant:
     return Variant(label, method, Path(config) if config else None)
 
 
+class StoredEmbeddingPredictor(SamPredictor):
+    """A SamPredictor whose encoder outputs persist in `store`, keyed by the model, precision and image bytes.
+
+    A study that compares strategies on the same cases then encodes each slice once across all its variants
+    and runs: a stored embedding is what the encoder computes (it is deterministic on one CPU), so DSC, NSD
+    and encoder passes (still counted per call, as the pipeline would make them) are those of a plain run;
+    seconds are not, and the study says so.
+    """
+
+    def __init__(self, spec: ModelSpec, directory: Path, threads: int | None, precision: str, cache_bytes: int,
+                 *, store: Path) -> None:
+        super().__init__(spec, directory, threads, precision, cache_bytes)
+        self.store = store / f"{spec.name}-{precision}-{model_digest(precision, directory)}"
+        self.store.mkdir(parents=True, exist_ok=True)
+
+    def encode(self, image: np.ndarray) -> Embedding:
+        digest = hashlib.sha1(np.ascontiguousarray(image).tobytes())
+        digest.update(repr(image.shape).encode())
+        path = self.store / f"{digest.hexdigest()}.npy"
+        if path.is_file():
+            self.encoder_calls += 1
+            return Embedding(np.load(path), image.shape[:2])
+        embedding = super().encode(image)
+        np.save(path.with_suffix(".tmp.npy"), embedding.features)
+        path.with_suffix(".tmp.npy").replace(path)
+        return embedding
+
+
 class VariantRunner:
     """Segments cases one way, models compiled once; `run(case)` -> (label map, seconds, encoder passes)."""
 
-    def __init__(self, variant: Variant, threads: int, models: Path) -> None:
+    def __init__(self, variant: Variant, threads: int, models: Path, store: Path | None = None) -> None:
         self.variant = variant
         if variant.method == "torch":
             from benchmarks.baseline_torch import TorchBaseline
@@ -137,7 +167,8 @@ class VariantRunner:
         else:
             from models.pool import ModelPool
 
-            self.pool = ModelPool(models, threads, variant.method)
+            make = SamPredictor if store is None else functools.partial(StoredEmbeddingPredictor, store=store)
+            self.pool = ModelPool(models, threads, variant.method, make_predictor=make)
             self.table = RoutingTable.load(variant.config)
 
     def run(self, path: Path) -> tuple[np.ndarray, float, int]:
@@ -172,22 +203,23 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def run_study(sets: Sequence[CaseSet], variants: Sequence[Variant], threads: int, models: Path,
-              out: Path) -> list[dict[str, Any]]:
-    """Every variant on every case of every set; rows already in `out`/rows.csv are reused, not recomputed."""
+              out: Path, store: Path | None = None) -> list[dict[str, Any]]:
+    """Every variant on every case of every set; rows already in `out`/rows.csv are reused, not recomputed.
+    store: a folder of encoder outputs shared by all variants and runs (StoredEmbeddingPredictor)."""
     out.mkdir(parents=True, exist_ok=True)
     rows_csv = out / "rows.csv"
     done = _read_rows(rows_csv)
     rows = []
     for variant in variants:
         runner: VariantRunner | None = None
-        variant_key = variant.key(models)
+        variant_key = variant.key(models) + (":stored" if store else "")  # their seconds are not comparable
         for case_set in sets:
             for path, gt in case_set.cases():
                 key = (variant_key, case_set.label, path.stem)
                 if key in done:
                     rows.append({**done[key], "variant": variant.label})
                     continue
-                runner = runner or VariantRunner(variant, threads, models)
+                runner = runner or VariantRunner(variant, threads, models, store)
                 row: dict[str, Any] = {"key": variant_key, "variant": variant.label, "set": case_set.label,
                                        "case": path.stem, "modality": parse_case_name(path.name)[1]}
                 try:
@@ -253,6 +285,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "the first is the reference")
     parser.add_argument("--out", type=Path, required=True, help="folder for rows.csv (reused rows) and study.md")
     parser.add_argument("--threads", type=int, default=cpu_budget(), help="threads for OpenVINO and torch")
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="folder that keeps encoder outputs across variants and runs: a study of strategies "
+                             "then encodes each slice once (its DSC and passes are exact, its seconds are not)")
     parser.add_argument("--models", type=Path, default=None, help="IR folder (default: $SEG_MODEL_DIR or models/ir)")
     args = parser.parse_args(argv)
     labels = [v.label for v in args.variant]
@@ -264,11 +299,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study, print its table and write it to OUT/study.md; 1 if any case failed."""
     args = parse_args(argv)
-    rows = run_study(args.cases, args.variant, args.threads, Path(args.models or model_dir()), args.out)
+    rows = run_study(args.cases, args.variant, args.threads, Path(args.models or model_dir()), args.out,
+                     args.embeddings)
     table = format_study(rows, [v.label for v in args.variant])
     variants = "; ".join(f"{v.label} = {v.method}" + (f" @ {v.config}" if v.config else "") for v in args.variant)
     text = (f"Variants: {variants}. Threads: {args.threads}. W/L: cases whose DSC is more than {WIN_MARGIN} above/"
-            f"below the reference's. s/case: the case alone, compile excluded; enc: encoder passes per case.\n\n"
+            f"below the reference's. s/case: the case alone, compile excluded"
+            f"{' (embeddings from a store: not a speed figure)' if args.embeddings else ''}; "
+            f"enc: encoder passes per case.\n\n"
             f"{table}\n")
     print(text)
     (args.out / "study.md").write_text(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from models.hardware import (
@@ -30,12 +31,13 @@ class ModelPool:
 
     def __init__(
         self, directory: Path | None = None, threads: int | None = None, precision: str = "auto",
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES, make_predictor: Callable[..., SamPredictor] = SamPredictor,
     ) -> None:
         self.directory = Path(directory or model_dir())
         self.threads = threads
         self.precision = precision
         self.cache_bytes = cache_bytes
+        self.make_predictor = make_predictor  # SamPredictor's arguments -> one (benchmarks.study stores embeddings)
         self.available = {name for name in MODELS if is_available(name, self.directory)}
         self._predictors: dict[str, SamPredictor] = {}
         self._logged: set[str] = set()
@@ -71,7 +73,7 @@ class ModelPool:
                 log.warning("WARNING: --precision int8 on a CPU without an int8 dot product (VNNI or AMX): its int8 "
                             "sums saturate, so the encoder is less accurate than validated, and slower than fp32 "
                             "where measured; auto takes %s (see models/hardware.py)", self._auto_precision(name))
-            self._predictors[name] = SamPredictor(
+            self._predictors[name] = self.make_predictor(
                 get_spec(name), self.directory, self.threads, precision, self.cache_bytes
             )
         return self._predictors[name]
