@@ -107,7 +107,7 @@ def test_skipping_yields_every_pair_once_with_fewer_encoder_passes_and_the_same_
     assert np.mean(dices) > 0.95
 
 
-def test_slices_are_all_decoded_where_the_masks_disagree() -> None:
+def test_slices_are_bisected_where_the_masks_disagree() -> None:
     volume = np.zeros((20, 48, 48), np.uint8)
     volume[:10, 5:20, 5:20] = 200  # the object jumps from one corner to the other at z = 10
     volume[10:, 28:43, 28:43] = 200
@@ -115,8 +115,7 @@ def test_slices_are_all_decoded_where_the_masks_disagree() -> None:
     box = np.array([[0, 0, 0, 47, 47, 19]])
     list(propagate_masks(volume, box, predictor, core=1.0, skip=SliceSkip(4, 0.8, 0)))
     encoded = sorted(z for _, z in predictor.encoded)
-    around_the_jump = {z for z in range(20) if abs(z - 10) <= 2}
-    assert around_the_jump <= set(encoded)  # bisected to every slice there
+    assert {9, 10} <= set(encoded)  # bisected down to both sides of the jump
     assert len(encoded) < 20  # and skipped elsewhere
 
 
@@ -130,11 +129,31 @@ def test_triplanar_vote_with_skipping_keeps_the_object() -> None:
     assert len(skip_predictor.encoded) <= 0.6 * len(full_predictor.encoded)  # 65 of 113: the poles change fast
 
 
-def test_core_only_skipping_decodes_every_slice_beyond_the_core() -> None:
+def test_outer_step_one_decodes_every_slice_beyond_the_core() -> None:
     volume = ball_volume()
     box = np.array([[12, 12, 5, 52, 52, 35]])  # z 5..35, middle 20; core 0.5 reaches 7.5 slices: z 13..27
     predictor = EllipsePredictor()
-    list(propagate_masks(volume, box, predictor, core=0.5, skip=SliceSkip(4, 0.5, 0, core_only=True)))
+    list(propagate_masks(volume, box, predictor, core=0.5, skip=SliceSkip(4, 0.5, 0, outer_step=1)))
     encoded = {z for _, z in predictor.encoded}
     assert set(range(5, 13)) | set(range(28, 36)) <= encoded  # beyond the core: every slice
     assert len(encoded & set(range(13, 28))) < 15  # inside it: some skipped
+    outer = EllipsePredictor()
+    list(propagate_masks(volume, box, outer, core=0.5, skip=SliceSkip(4, 0.5, 0, outer_step=2)))
+    assert len({z for _, z in outer.encoded} & (set(range(5, 13)) | set(range(28, 36)))) < 16  # skipped there too
+
+
+def test_bisection_decodes_only_where_the_masks_disagree() -> None:
+    """An object that is constant but for a jump at z = 10: a sweep of step 8 bisects towards the jump and
+    interpolates the agreeing halves, so it decodes fewer slices than deciding per step of 8 would."""
+    volume = np.zeros((33, 48, 48), np.uint8)
+    volume[:10, 5:20, 5:20] = 200
+    volume[10:, 5:30, 5:30] = 200
+    predictor = EllipsePredictor()
+    box = np.array([[0, 0, 0, 47, 47, 32]])
+    out = {z: masks for z, _, masks in propagate_masks(volume, box, predictor, core=1.0, skip=SliceSkip(8, 0.9, 0))}
+    encoded = sorted(z for _, z in predictor.encoded)
+    assert {9, 10} <= set(encoded)  # both sides of the jump are decoded: neither is interpolated across it
+    assert len(encoded) <= 12  # of 33: 5 for the step-8 grid, bisection only in the step holding the jump
+    full = EllipsePredictor()
+    every = {z: masks for z, _, masks in propagate_masks(volume, box, full, core=1.0)}
+    assert all(mask_dice(out[z][0], every[z][0]) > 0.97 for z in every)

@@ -36,19 +36,21 @@ def middle_slices(boxes: np.ndarray) -> np.ndarray:
 class SliceSkip:
     """When a slice may take its masks by interpolation instead of an encoder pass.
 
-    Along a sweep, every `step`-th slice is decoded (and the first and last of every stretch where the
-    same boxes are active); the slices between two decoded ones are interpolated
-    (router.strategies.interpolation) when every box's two masks agree, Dice >= `min_dice`, and each
-    has at least `min_area` pixels, or both are empty; otherwise they are all decoded, one after the
-    other, as without skipping. step 1 decodes every slice (off). core_only: skip only where every box
-    is prompted with its given box (propagate_masks' core); beyond it each prompt comes from the slice
-    decoded before, and a prompt from `step` slices away is a worse one.
+    Along a sweep, where every box is prompted with its given box (propagate_masks' core), every
+    `step`-th slice is decoded, and the first and last of every stretch where the same boxes are active.
+    Between two decoded slices, the slices take masks interpolated from theirs
+    (router.strategies.interpolation) when every box's two masks agree: Dice >= `min_dice` and each at
+    least `min_area` pixels, or both empty. Where they disagree, the slice halfway is decoded and each
+    half is settled the same way (bisection), down to neighbouring slices. step 1 decodes every slice (off).
+    Beyond the core each prompt comes from the slice decoded before, so the decoded slices there are
+    `outer_step` apart (1: every slice, the default); where two disagree, every slice between is decoded
+    in order, as without skipping.
     """
 
     step: int = 1
     min_dice: float = 0.9
     min_area: int = 0
-    core_only: bool = False
+    outer_step: int = 1
 
     def agree(self, first: np.ndarray, last: np.ndarray) -> bool:
         """Whether the slices between (H, W) bool masks `first` and `last` of one box may be interpolated."""
@@ -62,19 +64,18 @@ MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (router
 
 
 def check_skip(
-    skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0, skip_core_only: bool = False
+    skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0, skip_outer_step: int = 1
 ) -> SliceSkip:
-    """The SliceSkip of these routing-table parameters; ValueError unless 1 <= skip_step <= MAX_SKIP_STEP,
-    0 <= skip_dice <= 1, skip_min_area >= 0 and skip_core_only is a bool."""
-    if not (isinstance(skip_step, int) and 1 <= skip_step <= MAX_SKIP_STEP):
-        raise ValueError(f"skip_step must be an integer in [1, {MAX_SKIP_STEP}], got {skip_step}")
+    """The SliceSkip of these routing-table parameters; ValueError unless 1 <= skip_step, skip_outer_step <=
+    MAX_SKIP_STEP, 0 <= skip_dice <= 1 and skip_min_area >= 0."""
+    for name, step in (("skip_step", skip_step), ("skip_outer_step", skip_outer_step)):
+        if not (isinstance(step, int) and 1 <= step <= MAX_SKIP_STEP):
+            raise ValueError(f"{name} must be an integer in [1, {MAX_SKIP_STEP}], got {step}")
     if not 0.0 <= skip_dice <= 1.0:
         raise ValueError(f"skip_dice must be in [0, 1], got {skip_dice}")
     if not (isinstance(skip_min_area, int) and skip_min_area >= 0):
         raise ValueError(f"skip_min_area must be a non-negative integer, got {skip_min_area}")
-    if not isinstance(skip_core_only, bool):
-        raise ValueError(f"skip_core_only must be true or false, got {skip_core_only}")
-    return SliceSkip(skip_step, float(skip_dice), skip_min_area, skip_core_only)
+    return SliceSkip(skip_step, float(skip_dice), skip_min_area, skip_outer_step)
 
 
 def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -144,6 +145,24 @@ def propagate_masks(
     def in_core(z: int, active: np.ndarray) -> bool:
         return bool(np.all(np.abs(z - z_mid[active]) <= core_reach[active]))
 
+    def bisect(
+        run: list[int], active: np.ndarray, decoded: dict[int, np.ndarray], low: int, high: int
+    ) -> None:
+        """Fill `decoded` (position in run -> masks) for every position between `low` and `high`, both
+        decoded, in the core: interpolated where the two agree, else bisected."""
+        if high - low < 2:
+            return
+        if all(skip.agree(a, b) for a, b in zip(decoded[low], decoded[high], strict=True)):
+            pairs = zip(decoded[low], decoded[high], strict=True)
+            between = [interpolate_masks(a, b, high - low - 1) for a, b in pairs]
+            for step, position in enumerate(range(low + 1, high)):
+                decoded[position] = np.stack([box_masks[step] for box_masks in between])
+            return
+        middle = (low + high) // 2
+        decoded[middle] = decode(run[middle], active, {}, True)  # core prompts need no previous slice
+        bisect(run, active, decoded, low, middle)
+        bisect(run, active, decoded, middle, high)
+
     def run_sweep(
         slices: range, active_at: Callable[[int], np.ndarray], upward: bool
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -151,12 +170,23 @@ def propagate_masks(
         for run, active in _stretches(slices, active_at):
             masks = decode(run[0], active, previous, upward)
             yield emit(run[0], active, masks)
+            core_end = 0  # the core is a prefix of every stretch: sweeps run outwards from the middle slices
+            while core_end + 1 < len(run) and in_core(run[core_end + 1], active):
+                core_end += 1
+            if not in_core(run[0], active):
+                core_end = -1
             position = 0
             while position < len(run) - 1:
-                target = min(position + skip.step, len(run) - 1)
-                if target - position > 1 and (
-                    not skip.core_only or (in_core(run[position], active) and in_core(run[target], active))
-                ):
+                if position < core_end:  # in the core: every step-th slice, bisected where masks disagree
+                    target = min(position + skip.step, core_end)
+                    decoded = {position: masks, target: decode(run[target], active, previous, upward)}
+                    bisect(run, active, decoded, position, target)
+                    for at in range(position + 1, target + 1):
+                        yield emit(run[at], active, decoded[at])
+                    masks, position = decoded[target], target
+                    continue
+                target = min(position + skip.outer_step, len(run) - 1)
+                if target - position > 1:
                     before = dict(previous)
                     far = decode(run[target], active, previous, upward)
                     if all(skip.agree(a, b) for a, b in zip(masks, far, strict=True)):
@@ -218,7 +248,7 @@ def _slice_count(boxes: np.ndarray, **_: object) -> int:
     return propagation_steps(boxes)
 
 
-SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area", "skip_core_only")  # check_skip's, by name
+SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area", "skip_outer_step")  # check_skip's, by name
 STRATEGY = Strategy(
     "propagate", dim=3, run=segment_propagate3d, params=("core", *SKIP_PARAMS), check=check_propagate,
     slice_count=_slice_count,
