@@ -16,6 +16,20 @@ def grow_box(box: np.ndarray, margin: float, original_hw: tuple[int, int]) -> np
     return np.clip(grown, 0, [width - 1, height - 1, width - 1, height - 1])
 
 
+def clip_to_boxes(masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool masks, (N, 4) [x0, y0, x1, y1] boxes -> the masks with every pixel outside its box
+    cleared, in place (and returned). Box coordinates are rounded outwards to whole pixels."""
+    height, width = masks.shape[1:]
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
+        top, left = max(int(np.floor(y0)), 0), max(int(np.floor(x0)), 0)
+        bottom, right = min(int(np.ceil(y1)) + 1, height), min(int(np.ceil(x1)) + 1, width)
+        mask[:top] = False
+        mask[bottom:] = False
+        mask[:, :left] = False
+        mask[:, right:] = False
+    return masks
+
+
 def mask_bbox(mask: np.ndarray) -> np.ndarray | None:
     """(H, W) bool -> [x0, y0, x1, y1] inclusive bounding box, or None for an empty mask."""
     rows = np.flatnonzero(mask.any(axis=1))

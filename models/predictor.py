@@ -18,7 +18,13 @@ import numpy as np
 import openvino as ov
 
 from models.registry import PRECISIONS, ModelSpec, model_dir
-from models.transforms import postprocess_masks, preprocess, scale_boxes
+from models.transforms import (
+    longest_side_shape,
+    postprocess_masks,
+    preprocess,
+    scale_boxes,
+    stability_scores,
+)
 
 DEFAULT_CACHE_BYTES = 1 << 30
 # How ov.save_model writes OpenVINO's "keep this op in f32" mark (models/export/ir_precision.py).
@@ -159,18 +165,28 @@ class SamPredictor:
 
     def predict(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) [x0, y0, x1, y1] boxes in original pixels -> (N, H, W) bool masks for the current image."""
+        return self.predict_scored(boxes)[0]
+
+    def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) boxes -> ((N, H, W) bool masks, (N,) stability scores), as predict; the stability
+        (models.transforms.stability_scores) is taken over the image's area of the low-resolution logits."""
         if self._embedding is None:
             raise RuntimeError("call set_image() before predict()")
         original_hw = self._embedding.original_hw
         masks = np.zeros((len(boxes), *original_hw), bool)
+        stability = np.zeros(len(boxes))
         prompt_boxes = scale_boxes(np.asarray(boxes).reshape(-1, 4), original_hw, self.spec)
         for start in range(0, len(boxes), self.decode_batch):
             batch = prompt_boxes[start : start + self.decode_batch]
             self.decoded_batch = max(self.decoded_batch, len(batch))
             self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(batch)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
+            side = logits.shape[-1]
+            crop_h, crop_w = (-(-n * side // self.spec.prompt_frame) for n in
+                              longest_side_shape(*original_hw, self.spec.prompt_frame))
+            stability[start : start + len(batch)] = stability_scores(logits[:, 0, :crop_h, :crop_w])
             postprocess_masks(logits, original_hw, self.spec, out=masks[start : start + len(batch)])
-        return masks
+        return masks, stability
 
     def reset(self) -> None:
         """Forget the current image and every cached embedding (call between cases)."""

@@ -160,3 +160,12 @@ def postprocess_masks(
         masks = _resize_stack(masks, spec.prompt_frame, spec.prompt_frame)
     crop_h, crop_w = longest_side_shape(*original_hw, spec.prompt_frame)
     return upsample_positive(masks[:, :crop_h, :crop_w], *original_hw, out=out)
+
+
+def stability_scores(logits: np.ndarray, offset: float = 1.0) -> np.ndarray:
+    """(N, h, w) float logits -> (N,) float64 SAM's stability score: the area where the logit exceeds
+    +offset over the area where it exceeds -offset (1.0: the mask does not move when its threshold does);
+    0.0 for a mask that is empty even at -offset."""
+    strong = (logits > offset).sum(axis=(1, 2))
+    weak = (logits > -offset).sum(axis=(1, 2))
+    return np.where(weak > 0, strong / np.maximum(weak, 1), 0.0)

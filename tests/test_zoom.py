@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.boxes import boxes_from_labels
+from models.boxes import boxes_from_labels, clip_to_boxes
+from models.transforms import stability_scores
 from router.strategies.image2d import check_zoom, segment_image2d
 from router.strategies.zoom import fit_window, plan_windows
 from tests.helpers import dice
@@ -73,12 +74,34 @@ def test_zoom_segments_small_real_nuclei_better(nuclei, litemedsam) -> None:
     image, labels = nuclei
     boxes = boxes_from_labels(labels)
     calls = litemedsam.encoder_calls
-    whole = segment_image2d(image, boxes, litemedsam)
+    whole = segment_image2d(image, boxes, litemedsam, zoom_below=0.0, clip_to_box=False)
     assert litemedsam.encoder_calls - calls == 1
-    zoomed = segment_image2d(image, boxes, litemedsam, zoom_below=0.1, tile_scale=3.0, min_window=128)
-    assert 1 < litemedsam.encoder_calls - calls - 1 <= 64  # tiles shared by neighbouring boxes
+    zoomed = segment_image2d(image, boxes, litemedsam, zoom_stability=2.0, clip_to_box=False)  # every small box
+    every_tile = litemedsam.encoder_calls - calls - 1
+    assert 1 < every_tile - 1 <= 64  # tiles shared by neighbouring boxes (+ the whole image)
 
     def mean_dice(segs: np.ndarray) -> float:
         return float(np.mean([dice(segs == label, labels == label) for label in range(1, len(boxes) + 1)]))
 
     assert mean_dice(zoomed) > mean_dice(whole) + 0.05
+    # the default: clipped to the boxes, and only the doubtful small boxes zoomed, in fewer passes
+    before = litemedsam.encoder_calls
+    default = segment_image2d(image, boxes, litemedsam)
+    assert litemedsam.encoder_calls - before < every_tile / 2
+    assert mean_dice(default) > mean_dice(whole) + 0.05
+    clipped = segment_image2d(image, boxes, litemedsam, zoom_below=0.0)
+    assert mean_dice(clipped) > mean_dice(whole)  # a mask's leak out of its box is cut
+
+
+def test_clip_to_boxes_clears_outside_each_box() -> None:
+    masks = np.ones((2, 10, 12), bool)
+    clipped = clip_to_boxes(masks, np.array([[2, 3, 5, 4], [0.4, 0, 11, 9.2]]))
+    assert clipped[0].sum() == 4 * 2 and clipped[0, 3:5, 2:6].all()
+    assert clipped[1].all()  # a box over the whole image (rounded outwards) keeps everything
+
+
+def test_stability_is_one_for_a_sharp_mask_and_low_for_a_soft_one() -> None:
+    sharp = np.where(np.arange(64)[None, :] < 32, 10.0, -10.0) * np.ones((64, 1))
+    soft = np.linspace(-4, 4, 64)[None, :] * np.ones((64, 1))
+    scores = stability_scores(np.stack([sharp, soft, np.full((64, 64), -5.0)]))
+    assert scores[0] == 1.0 and 0.5 < scores[1] < 0.8 and scores[2] == 0.0

@@ -25,6 +25,13 @@ class BoxPredictor(Protocol):
         """(N, 4) [x0, y0, x1, y1] boxes in the current image's pixels -> (N, H, W) bool masks."""
 
 
+class ScoredBoxPredictor(BoxPredictor, Protocol):
+    """A BoxPredictor that also tells how sure it is of each mask (models.predictor.SamPredictor is one)."""
+
+    def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) boxes -> ((N, H, W) bool masks, (N,) stability scores in [0, 1]; low: doubtful)."""
+
+
 def _no_check(**params: Any) -> None:
     """Any value of a known parameter is accepted."""
 

@@ -1,5 +1,8 @@
-"""2D strategy: one encoder pass per image, all boxes decoded in batches; optionally, small boxes decoded
-in zoomed crops (router.strategies.zoom), a few encoder passes more."""
+"""2D strategy: one encoder pass per image, all boxes decoded in batches; small boxes whose masks are
+doubtful decoded again in zoomed crops (router.strategies.zoom), a few encoder passes more.
+
+The defaults are what router/routes.toml ships; measured: docs/results.md, "Zoom only where in doubt".
+"""
 
 from __future__ import annotations
 
@@ -7,55 +10,98 @@ from typing import Any
 
 import numpy as np
 
+from models.boxes import clip_to_boxes
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor, OnSlice, Strategy
+from router.strategies import OnSlice, ScoredBoxPredictor, Strategy
 from router.strategies.labels import paint_masks
-from router.strategies.zoom import plan_windows
+from router.strategies.zoom import plan_windows, small_boxes
 
 BOX_BATCH = 64
+WHOLE_IMAGE = "image"  # the embedding cache's key of the whole image: its masks may be decoded twice
 
 
 def segment_image2d(
-    image: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, zoom_below: float = 0.0, tile_scale: float = 4.0,
-    min_window: int = 256, max_windows: int = 64,
+    image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, zoom_below: float = 0.1,
+    tile_scale: float = 3.0, min_window: int = 128, max_windows: int = 64, zoom_stability: float = 0.6,
+    clip_to_box: bool = True,
 ) -> np.ndarray:
     """(H, W, 3) uint8 image, (N, 4) boxes -> (H, W) label map (label i for boxes[i-1]).
 
-    zoom_below: boxes whose longer side is under this fraction of the image's longer side are decoded
-    in crops of about 1.5 x tile_scale x their side, at least min_window px (0: never; see
-    router.strategies.zoom), and in at most max_windows crops (tiles grow to keep to it).
+    Every box is first decoded on the whole image. zoom_below: a box whose longer side is under this
+    fraction of the image's longer side, and whose mask's stability score (SAM's: how little the mask
+    moves with its threshold) is under `zoom_stability`, is decoded again in a crop of about 1.5 x
+    tile_scale x its side, at least min_window px, in at most max_windows crops (tiles grow to keep to
+    it; router.strategies.zoom). zoom_below 0: never; zoom_stability above 1: every small box.
+    clip_to_box: a box's mask keeps only the pixels inside the box (the prompt says the object is there).
     """
     segs = np.zeros(image.shape[:2], label_dtype(len(boxes)))
     if len(boxes) == 0:
         return segs
-    for window, indices in plan_windows(boxes, image.shape[:2], zoom_below, tile_scale, min_window, max_windows):
-        if window is None:
-            predictor.set_image(image)
-            target, offset = segs, np.zeros(4, np.int64)
-        else:
-            y0, x0, y1, x1 = window
-            predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
-            target, offset = segs[y0:y1, x0:x1], np.array([x0, y0, x0, y0])
-        # Batches bound memory: a microscopy image may carry hundreds of boxes.
+    small = small_boxes(boxes, image.shape[:2], zoom_below)
+    zoomed = np.zeros(len(boxes), bool)
+    predictor.set_image(image, key=WHOLE_IMAGE)
+    for start in range(0, len(boxes), BOX_BATCH):  # batches bound memory: an image may carry hundreds of boxes
+        chunk = np.arange(start, min(start + BOX_BATCH, len(boxes)))
+        masks, stability = predictor.predict_scored(boxes[chunk])
+        zoomed[chunk] = small[chunk] & (stability < zoom_stability)
+        keep = ~zoomed[chunk]
+        _paint(segs, masks[keep], boxes[chunk][keep], chunk[keep], clip_to_box)
+    doubtful_indices = np.flatnonzero(zoomed)
+    if doubtful_indices.size == 0:
+        return segs
+    plan = plan_windows(boxes[doubtful_indices], image.shape[:2], zoom_below, tile_scale, min_window, max_windows)
+    for window, members in plan:
+        indices = doubtful_indices[members]
+        if window is None:  # too big to zoom: their whole-image masks after all
+            _paint_rest(segs, image, boxes, indices, predictor, clip_to_box)
+            continue
+        y0, x0, y1, x1 = window
+        predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        offset = np.array([x0, y0, x0, y0])
         for start in range(0, len(indices), BOX_BATCH):
             chunk = indices[start : start + BOX_BATCH]
-            paint_masks(target, predictor.predict(boxes[chunk] - offset), chunk + 1)
+            masks = predictor.predict(boxes[chunk] - offset)
+            _paint(segs[y0:y1, x0:x1], masks, boxes[chunk] - offset, chunk, clip_to_box)
     return segs
 
 
-def check_zoom(zoom_below: float = 0.0, tile_scale: float = 4.0, min_window: int = 256, max_windows: int = 64) -> None:
-    """Raise ValueError unless 0 <= zoom_below <= 1, tile_scale >= 1, min_window >= 16 and max_windows >= 1."""
+def _paint(target: np.ndarray, masks: np.ndarray, boxes: np.ndarray, indices: np.ndarray, clip: bool) -> None:
+    paint_masks(target, clip_to_boxes(masks, boxes) if clip else masks, indices + 1)
+
+
+def _paint_rest(segs: np.ndarray, image: np.ndarray, boxes: np.ndarray, indices: np.ndarray,
+                predictor: ScoredBoxPredictor, clip: bool) -> None:
+    """Paint the whole-image masks of `indices`, decoded again from the cached embedding."""
+    predictor.set_image(image, key=WHOLE_IMAGE)
+    for start in range(0, len(indices), BOX_BATCH):
+        chunk = indices[start : start + BOX_BATCH]
+        _paint(segs, predictor.predict(boxes[chunk]), boxes[chunk], chunk, clip)
+
+
+def check_zoom(
+    zoom_below: float = 0.1, tile_scale: float = 3.0, min_window: int = 128, max_windows: int = 64,
+    zoom_stability: float = 0.6, clip_to_box: bool = True,
+) -> None:
+    """Raise ValueError unless 0 <= zoom_below <= 1, tile_scale >= 1, min_window >= 16, max_windows >= 1,
+    zoom_stability >= 0 and clip_to_box is a bool."""
     if not 0.0 <= zoom_below <= 1.0 or tile_scale < 1.0 or min_window < 16 or max_windows < 1:
         raise ValueError(f"need 0 <= zoom_below <= 1, tile_scale >= 1, min_window >= 16 and max_windows >= 1, "
                          f"got {zoom_below}, {tile_scale}, {min_window} and {max_windows}")
+    if not zoom_stability >= 0.0:
+        raise ValueError(f"zoom_stability must be >= 0, got {zoom_stability}")
+    if not isinstance(clip_to_box, bool):
+        raise ValueError(f"clip_to_box must be true or false, got {clip_to_box}")
 
 
 def _run(
-    image: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None, **params: Any
+    image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, on_slice: OnSlice | None = None,
+    **params: Any,
 ) -> np.ndarray:
     return segment_image2d(image, boxes, predictor, **params)
 
 
 STRATEGY = Strategy(
-    "image2d", dim=2, run=_run, params=("zoom_below", "tile_scale", "min_window", "max_windows"), check=check_zoom
+    "image2d", dim=2, run=_run,
+    params=("zoom_below", "tile_scale", "min_window", "max_windows", "zoom_stability", "clip_to_box"),
+    check=check_zoom,
 )

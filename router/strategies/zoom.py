@@ -42,6 +42,12 @@ def _group_by_tile(boxes: np.ndarray, indices: np.ndarray, tile: int) -> dict[tu
     return groups
 
 
+def small_boxes(boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float) -> np.ndarray:
+    """(N, 4) boxes -> (N,) bool: whose longer side is under `zoom_below` of the image's longer side."""
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+    return np.asarray(sides < zoom_below * max(image_hw))
+
+
 def plan_windows(
     boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float, tile_scale: float, min_window: int = 256,
     max_windows: int = 64,
@@ -53,9 +59,8 @@ def plan_windows(
     max_windows: tiles grow until the small boxes need at most this many windows (encoder passes).
     """
     height, width = image_hw
-    longest = max(height, width)
     sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
-    small = sides < zoom_below * longest
+    small = small_boxes(boxes, image_hw, zoom_below)
     plan: list[tuple[Window | None, np.ndarray]] = []
     if not small.any():
         return [(None, np.arange(len(boxes)))]
