@@ -110,9 +110,9 @@ def run_child(method: str, case_path: Path, gt_path: Path | None, threads: int |
         from models.pool import ModelPool
         from router.pipeline import segment_file
 
-        pool = ModelPool(models or model_dir(), threads, method)
-        if method == "int8":
-            pool.available = _int8_models(pool.directory)  # route only to models with an INT8 encoder
+        directory = models or model_dir()
+        # int8: route only to models with an INT8 encoder
+        pool = ModelPool(directory, threads, method, available=_int8_models(directory) if method == "int8" else None)
         table = RoutingTable.load()
         dim, modality = parse_case_name(case_path.name)
         pool.get(table.route(dim, modality, pool.available).model)  # compile now, outside the case time
