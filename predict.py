@@ -10,25 +10,18 @@ in the memory left is refused the same way (router/memory.py). SIGTERM or SIGINT
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-from tqdm import tqdm
 
 from models.hardware import cpu_budget
 from models.pool import ModelPool
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
-from router.casefile import Case, check_writable, remove_stale_temps
+from router.casefile import check_writable
 from router.efficiency import EfficiencyLog
-from router.interrupt import Interrupted, stop_on_signals
-from router.messages import done_line, error_line, route_warnings, summary_line
-from router.parts import efficiency_name, select_part
-from router.pipeline import is_done, segment_file
-from router.routing import Route, RoutingTable
-from router.strategies import OnSlice
+from router.parts import efficiency_name
+from router.routing import RoutingTable
+from router.runner import Backend, LocalBackend, list_cases, run_cases
 
 log = logging.getLogger("seg")
 
@@ -101,76 +94,21 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s is not exported in %s (run ./build.sh export)", FALLBACK_MODEL, pool.directory)
         return 1
 
-    files = sorted(p for p in args.input.iterdir() if p.is_file() and not p.name.startswith("."))
-    cases = [p for p in files if p.suffix.lower() == ".npz"]
-    for other in sorted(set(files) - set(cases)):
-        log.warning("skip %s: not an .npz case file", other.name)
-    cases = select_part(cases, args.num_parts, args.part_id)
-    efficiency = efficiency_name(args.num_parts, args.part_id)
-    timings = EfficiencyLog(args.output / efficiency, resume=args.continue_prediction)
+    cases = list_cases(args.input, args.num_parts, args.part_id)
+    timings = EfficiencyLog(args.output / efficiency_name(args.num_parts, args.part_id),
+                            resume=args.continue_prediction)
+    backend: Backend
     if args.scheduler:
-        if args.continue_prediction:  # the workers get only what is left to do
-            left = [p for p in cases if not is_done(p, args.output / p.name)]
-            if len(left) < len(cases):
-                log.info("%d case(s) already done; %d to segment", len(cases) - len(left), len(left))
-            for done in sorted(set(cases) - set(left)):
-                timings.keep_earlier(done.stem)
-            cases = left
-        from router.distributed import Settings, run_on_dask  # Dask only for --scheduler
+        from router.distributed import DaskBackend, Settings  # Dask only for --scheduler
 
         # explicit paths must be on the shared folder; by default each worker uses its own models/ir and table
         settings = Settings(str(args.models.resolve()) if args.models else None, args.threads, args.precision,
                             args.cache_mb << 20, str(args.config.resolve()) if args.config else None)
-        return run_on_dask(args.scheduler, cases, args.output, settings, timings, not args.no_progress)
-
-    warned: set[str] = set()
-
-    def warn_once(case: Case, route: Route) -> None:
-        for key, warning in route_warnings(case, route):
-            if key not in warned:
-                warned.add(key)
-                log.warning("%s", warning)
-
-    @contextlib.contextmanager
-    def slice_bar(case: Case, route: Route, slices: int) -> Iterator[OnSlice]:
-        hide = args.no_progress or not slices
-        with tqdm(total=slices, desc=case.name, unit="slice", leave=False, disable=True if hide else None) as bar:
-            yield bar.update
-
-    failed, skipped = 0, 0
-    path = None
-    with stop_on_signals():
-        try:
-            # disable=None: tqdm draws bars on a terminal only, so docker logs and CI hold just the summary lines
-            for path in tqdm(cases, desc="cases", unit="case", disable=True if args.no_progress else None):
-                output = args.output / path.name
-                if args.continue_prediction:
-                    if is_done(path, output):
-                        skipped += 1
-                        timings.keep_earlier(path.stem)
-                        continue
-                    remove_stale_temps(output)
-                try:
-                    result = segment_file(path, table, pool, output, on_route=warn_once, progress=slice_bar)
-                except Exception as error:  # one broken case must not stop the others
-                    failed += 1
-                    log.error("%s", error_line(path.name, error))
-                    continue
-                timings.record(path.stem, result.seconds)
-                log.info("%s", summary_line(result))
-        except Interrupted as stop:
-            timings.write()
-            if path is None:
-                where = "before the first case"
-            else:
-                where = f"after {path.name}" if path.stem in timings else f"at {path.name} (abandoned, not written)"
-            log.error("stopped by %s %s: %d of %d case(s) done; rerun with --continue-prediction to finish",
-                      stop.name, where, len(timings), len(cases))
-            return 128 + stop.signum
-
-    resumed = f", {skipped} already done" if skipped else ""
-    log.info("%s%s", done_line(len(timings) - skipped, failed), resumed)
-    return 1 if failed else 0
+        backend = DaskBackend(args.scheduler, settings)
+    else:
+        backend = LocalBackend(table, pool, progress=not args.no_progress)
+    return run_cases(cases, args.output, backend, timings, resume=args.continue_prediction,
+                     progress=not args.no_progress)
 
 
 if __name__ == "__main__":

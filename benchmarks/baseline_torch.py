@@ -55,15 +55,19 @@ class TorchBaseline:
             torch.set_num_threads(threads)
         self.model = load_litemedsam()
         self.encoder_calls = 0
+        self.encoder_seconds = 0.0  # time in embed() (preprocessing included), as SamPredictor counts it
 
     @torch.no_grad()
     def embed(self, image_3c: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """(H, W, 3) -> image embedding (1, 256, 64, 64) and the unpadded (h, w) at 256."""
+        start = time.perf_counter()
         resized = _resize_longest_side(image_3c).astype(np.float64)
         normed = (resized - resized.min()) / np.clip(resized.max() - resized.min(), 1e-8, None)
         tensor = torch.tensor(_pad(normed)).float().permute(2, 0, 1)[None]
         self.encoder_calls += 1
-        return self.model.image_encoder(tensor), resized.shape[:2]
+        embedding = self.model.image_encoder(tensor)
+        self.encoder_seconds += time.perf_counter() - start
+        return embedding, resized.shape[:2]
 
     @torch.no_grad()
     def decode(

@@ -90,29 +90,18 @@ def run_child(method: str, case_path: Path, gt_path: Path | None, threads: int |
         from benchmarks.baseline_torch import TorchBaseline
 
         baseline = TorchBaseline(threads)
-        encoder_seconds = [0.0]
-        embed = baseline.embed
-
-        def timed_embed(image: np.ndarray) -> Any:  # the baseline has no encoder timer: time its embed() calls
-            began = time.perf_counter()
-            try:
-                return embed(image)
-            finally:
-                encoder_seconds[0] += time.perf_counter() - began
-
-        baseline.embed = timed_embed  # type: ignore[method-assign]
         result.update(model=FALLBACK_MODEL, route="torch baseline")
         loaded = time.perf_counter()
         segs = baseline.segment_file(case_path)
         seconds = time.perf_counter() - loaded
-        calls, encoder_total = baseline.encoder_calls, encoder_seconds[0]
+        calls, encoder_total = baseline.encoder_calls, baseline.encoder_seconds
     elif method in PIPELINE_METHODS:
         from models.pool import ModelPool
         from router.pipeline import segment_file
 
-        pool = ModelPool(models or model_dir(), threads, method)
-        if method == "int8":
-            pool.available = _int8_models(pool.directory)  # route only to models with an INT8 encoder
+        directory = models or model_dir()
+        # int8: route only to models with an INT8 encoder
+        pool = ModelPool(directory, threads, method, available=_int8_models(directory) if method == "int8" else None)
         table = RoutingTable.load()
         dim, modality = parse_case_name(case_path.name)
         pool.get(table.route(dim, modality, pool.available).model)  # compile now, outside the case time

@@ -22,6 +22,7 @@ import numpy as np
 
 from convert.io import ConvertError, Geometry
 from models.boxes import boxes_from_labels
+from router.validation import BoxOutsideError, CaseError, clip_boxes
 
 
 def integer_labels(labels: np.ndarray) -> np.ndarray:
@@ -114,18 +115,16 @@ def read_boxes(path: Path, geometry: Geometry, dim: int) -> np.ndarray:
 
 
 def check_boxes(boxes: np.ndarray, spatial_shape: tuple[int, ...]) -> np.ndarray:
-    """Voxel boxes against an image of `spatial_shape` ((H, W) or (D, H, W)): a degenerate box or one
-    wholly outside raises ConvertError; one partly outside is clipped (as `predict.py` would)."""
-    dim = len(spatial_shape)
-    upper = np.array(spatial_shape[::-1]) - 1  # (x, y[, z])
-    for index, box in enumerate(boxes):
-        low, high = box[:dim], box[dim:]
-        if np.any(low > high):
-            raise ConvertError(f"box {index} is degenerate (a min corner exceeds its max corner): {box.tolist()}")
-        if np.any(high < 0) or np.any(low > upper):
-            raise ConvertError(f"box {index} {box.tolist()} lies outside the image (x, y[, z] size "
-                               f"{(upper + 1).tolist()})")
-    return np.concatenate([np.clip(boxes[:, :dim], 0, upper), np.clip(boxes[:, dim:], 0, upper)], axis=1)
+    """Voxel boxes against an image of `spatial_shape` ((H, W) or (D, H, W)), by predict.py's own check
+    (router.validation.clip_boxes): a degenerate box or one wholly outside raises ConvertError; one
+    partly outside is clipped."""
+    try:
+        return clip_boxes(boxes, spatial_shape)
+    except BoxOutsideError as error:  # seg-convert's boxes are x first: the image's size is said that way
+        raise ConvertError(f"box {error.index} {error.box} lies outside the image (x, y[, z] size "
+                           f"{error.size})") from error
+    except CaseError as error:
+        raise ConvertError(str(error)) from error
 
 
 def crop_region(boxes: np.ndarray, spatial_shape: tuple[int, ...], margin: int,

@@ -26,19 +26,22 @@ class ModelPool:
     precision "auto": models.hardware.choose_precision, from the CPU's real capabilities and the measured
     decision table there: bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), INT8 only where
     its recipe holds fp32's accuracy (models.hardware.INT8_RECIPES_WITHIN_BOUND), else fp32. The choice is
-    logged once, with the figures behind it.
+    logged once, with the figures behind it. available: the models routes may take (None: every model
+    exported in `directory`).
     """
 
     def __init__(
         self, directory: Path | None = None, threads: int | None = None, precision: str = "auto",
-        cache_bytes: int = DEFAULT_CACHE_BYTES, make_predictor: Callable[..., SamPredictor] = SamPredictor,
+        cache_bytes: int = DEFAULT_CACHE_BYTES, available: set[str] | None = None,
+        make_predictor: Callable[..., SamPredictor] = SamPredictor,
     ) -> None:
         self.directory = Path(directory or model_dir())
         self.threads = threads
         self.precision = precision
         self.cache_bytes = cache_bytes
         self.make_predictor = make_predictor  # SamPredictor's arguments -> one (benchmarks.study stores embeddings)
-        self.available = {name for name in MODELS if is_available(name, self.directory)}
+        self.available = available if available is not None else {
+            name for name in MODELS if is_available(name, self.directory)}
         self._predictors: dict[str, SamPredictor] = {}
         self._logged: set[str] = set()
         self._int8_recipes: dict[str, str | None] = {}

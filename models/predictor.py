@@ -163,29 +163,33 @@ class SamPredictor:
                 self.cache.put(key, embedding)
         self._embedding = embedding
 
-    def predict(self, boxes: np.ndarray) -> np.ndarray:
-        """(N, 4) [x0, y0, x1, y1] boxes in original pixels -> (N, H, W) bool masks for the current image."""
-        return self.predict_scored(boxes)[0]
+    def predict(self, boxes: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """(N, 4) [x0, y0, x1, y1] boxes in original pixels -> (N, H, W) bool masks for the current image.
 
-    def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch: boxes per decoder call (None: `decode_batch`); the memory guard lowers it for a large case.
+        """
+        return self.predict_scored(boxes, batch)[0]
+
+    def predict_scored(self, boxes: np.ndarray, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) boxes -> ((N, H, W) bool masks, (N,) stability scores), as predict; the stability
         (models.transforms.stability_scores) is taken over the image's area of the low-resolution logits."""
         if self._embedding is None:
             raise RuntimeError("call set_image() before predict()")
+        step = batch or self.decode_batch
         original_hw = self._embedding.original_hw
         masks = np.zeros((len(boxes), *original_hw), bool)
         stability = np.zeros(len(boxes))
         prompt_boxes = scale_boxes(np.asarray(boxes).reshape(-1, 4), original_hw, self.spec)
-        for start in range(0, len(boxes), self.decode_batch):
-            batch = prompt_boxes[start : start + self.decode_batch]
-            self.decoded_batch = max(self.decoded_batch, len(batch))
-            self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(batch)}, share_inputs=True)
+        for start in range(0, len(boxes), step):
+            chunk = prompt_boxes[start : start + step]
+            self.decoded_batch = max(self.decoded_batch, len(chunk))
+            self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(chunk)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
             side = logits.shape[-1]
             crop_h, crop_w = (-(-n * side // self.spec.prompt_frame) for n in
                               longest_side_shape(*original_hw, self.spec.prompt_frame))
-            stability[start : start + len(batch)] = stability_scores(logits[:, 0, :crop_h, :crop_w])
-            postprocess_masks(logits, original_hw, self.spec, out=masks[start : start + len(batch)])
+            stability[start : start + len(chunk)] = stability_scores(logits[:, 0, :crop_h, :crop_w])
+            postprocess_masks(logits, original_hw, self.spec, out=masks[start : start + len(chunk)])
         return masks, stability
 
     def reset(self) -> None:

@@ -32,15 +32,12 @@ from typing import BinaryIO
 import numpy as np
 
 from router.modality import CaseNameError, parse_case_name
-
-
-class CaseError(ValueError):
-    """A case file that cannot be segmented; the message names the problem in one line."""
+from router.validation import CaseError, validate_case
 
 
 @dataclass(frozen=True)
 class Case:
-    """One validated case.
+    """One validated case (router.validation.CaseArrays, with its name, modality and dimension).
 
     image: uint8, (H, W, 3) for 2D or (D, H, W) for 3D.
     boxes: int64, (N, 4) for 2D or (N, 6) for 3D, clipped to the image, inclusive corners.
@@ -53,52 +50,6 @@ class Case:
     image: np.ndarray
     boxes: np.ndarray
     spacing: np.ndarray | None
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Bring an image of any real dtype to uint8 0..255, as the challenge's preprocessing does.
-
-    Values already in 0..255 are rounded, except floats within [0, 1], which are taken as intensities
-    in [0, 1] and multiplied by 255 (rounding them would leave a black-and-white image); other ranges
-    are clipped to the 0.5/99.5 percentiles and min-max scaled to 0..255. Shape is kept.
-    """
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.bool_:
-        return image.astype(np.uint8) * 255
-    values = image.astype(np.float64, copy=False)
-    lo, hi = float(values.min()), float(values.max())
-    if image.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
-        return np.rint(values * 255.0).astype(np.uint8)
-    if lo >= 0.0 and hi <= 255.0:
-        return np.rint(values).astype(np.uint8)
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros(image.shape, np.uint8)
-    scaled = (np.clip(values, lo, hi) - lo) / (hi - lo) * 255.0
-    return np.rint(scaled).astype(np.uint8)
-
-
-def _clip_boxes(boxes: np.ndarray, spatial_shape: tuple[int, ...], dim: int) -> np.ndarray:
-    """Validate boxes and clip them to the image; raise CaseError on degenerate or outside boxes."""
-    if dim == 2:
-        height, width = spatial_shape
-        upper = np.array([width - 1, height - 1])
-        lows, highs = boxes[:, :2], boxes[:, 2:]
-    else:
-        depth, height, width = spatial_shape
-        upper = np.array([width - 1, height - 1, depth - 1])
-        lows, highs = boxes[:, :3], boxes[:, 3:]
-    for index, (low, high) in enumerate(zip(lows, highs, strict=True)):
-        if np.any(low > high):
-            raise CaseError(f"box {index} is degenerate (a min corner exceeds its max corner): {boxes[index].tolist()}")
-        if np.any(high < 0) or np.any(low > upper):
-            raise CaseError(
-                f"box {index} lies entirely outside the image of shape {spatial_shape}: {boxes[index].tolist()}"
-            )
-    lows = np.clip(lows, 0, upper)
-    highs = np.clip(highs, 0, upper)
-    return np.concatenate([lows, highs], axis=1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -172,7 +123,8 @@ def segs_shape(dim: int, image: ArrayHeader) -> tuple[int, ...] | None:
 
 
 def read_case(path: Path) -> Case:
-    """Read and validate one case file; raise CaseError with a one-line reason if it is unusable."""
+    """Read one case file and validate it (router.validation.validate_case); raise CaseError with a
+    one-line reason if it is unusable."""
     path = Path(path)
     dim, modality = case_kind(path)
     if not zipfile.is_zipfile(path):
@@ -183,9 +135,7 @@ def read_case(path: Path) -> Case:
             for key in ("imgs", "boxes"):
                 if key not in keys:
                     raise CaseError(f"missing key '{key}' (found: {sorted(keys) or 'none'})")
-            image = npz["imgs"]
-            boxes = npz["boxes"]
-            spacing = npz["spacing"] if "spacing" in keys else None
+            arrays = {key: npz[key] for key in ("imgs", "boxes", "spacing") if key in keys}
     except CaseError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError) as error:
@@ -195,54 +145,7 @@ def read_case(path: Path) -> Case:
             raise CaseError("unreadable array: it holds pickled Python objects, which are never loaded") from error
         raise CaseError(f"unreadable array ({error})") from error
 
-    if image.dtype.kind not in "biuf":
-        raise CaseError(f"'imgs' has unsupported dtype {image.dtype}")
-    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
-        raise CaseError("'imgs' contains NaN or Inf values")
-    if dim == 2:
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise CaseError(f"2D 'imgs' must be (H, W) or (H, W, 3), got shape {image.shape}")
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        image = image[:, :, :3]
-    elif image.ndim != 3:
-        raise CaseError(f"3D 'imgs' must be (D, H, W), got shape {image.shape}")
-    if min(image.shape[: 2 if dim == 2 else 3]) < 1:
-        raise CaseError(f"'imgs' is empty, shape {image.shape}")
-    image = to_uint8(image)
-
-    width = 4 if dim == 2 else 6
-    if boxes.dtype.kind not in "biuf":
-        raise CaseError(f"'boxes' has unsupported dtype {boxes.dtype}")
-    if boxes.size == 0:
-        boxes = np.zeros((0, width), np.int64)
-    if boxes.ndim == 1 and boxes.size == width:
-        boxes = boxes[None, :]
-    if boxes.ndim != 2 or boxes.shape[1] != width:
-        raise CaseError(f"{dim}D 'boxes' must be (N, {width}), got shape {boxes.shape}")
-    if boxes.dtype.kind == "f":
-        if not np.all(np.isfinite(boxes)):
-            raise CaseError("'boxes' contains NaN or Inf values")
-        boxes = np.rint(boxes)
-    if len(boxes) > np.iinfo(np.uint16).max:
-        raise CaseError(f"{len(boxes)} boxes exceed the 65535 labels a uint16 label map can hold")
-    spatial_shape = image.shape[:2] if dim == 2 else image.shape
-    # Far-out coordinates (1e30, uint64 above 2**63) would wrap in the int64 cast; clipping them to
-    # +-2**31 first keeps "partly outside -> clipped, wholly outside -> error" true for them too.
-    boxes = np.clip(boxes.astype(np.float64), -(2.0**31), 2.0**31).astype(np.int64)
-    boxes = _clip_boxes(boxes, spatial_shape, dim)
-
-    if dim == 3:
-        if spacing is None:
-            spacing = np.ones(3)
-        spacing = np.asarray(spacing, dtype=np.float64).reshape(-1)
-        if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-            raise CaseError(f"'spacing' must be 3 positive numbers, got {spacing.tolist()}")
-    else:
-        spacing = None
-    return Case(path.stem, modality, dim, np.ascontiguousarray(image), boxes, spacing)
+    return Case(path.stem, modality, dim, *validate_case(arrays, dim))
 
 
 def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:

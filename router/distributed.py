@@ -1,12 +1,13 @@
 """Cases as tasks on a running Dask cluster (`predict.py --scheduler ADDRESS`).
 
-The client (predict.py) submits one task per case, largest file first; each task runs on a worker
+`DaskBackend` is router.runner's back-end for a cluster: the client (predict.py, through
+router.runner.run_cases) submits one task per case, largest file first; each task runs on a worker
 process, which builds its ModelPool once (per thread) and reuses it for every case it gets. Workers
 read the inputs and write the outputs themselves, on a folder every machine sees at the same path;
-only a small `TaskResult` travels back, never the label map. Outputs are written atomically, so a
-worker that dies mid-case leaves no half-written output: the scheduler gives its case to another
-worker (up to `distributed.scheduler.allowed-failures` worker deaths per case) and the client removes
-the dead worker's temp file at the end.
+only a small `router.runner.CaseOutcome` travels back, never the label map. Outputs are written
+atomically, so a worker that dies mid-case leaves no half-written output: the scheduler gives its case
+to another worker (up to `distributed.scheduler.allowed-failures` worker deaths per case) and the
+client removes the dead worker's temp file at the end.
 
 Dask (`dask`, `distributed`, requirements-dev.txt) is imported here only: the runtime image and a
 local run never need it.
@@ -14,22 +15,20 @@ local run never need it.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from models.pool import ModelPool
 from router.casefile import remove_stale_temps
-from router.efficiency import EfficiencyLog
-from router.messages import done_line, error_line, route_warnings, summary_line
+from router.messages import error_line, route_warnings, summary_line
 from router.pipeline import segment_file
 from router.routing import RoutingTable
-
-log = logging.getLogger("seg")
+from router.runner import CaseOutcome, RunError, Warn
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,6 @@ class Settings:
     precision: str
     cache_bytes: int
     config: str | None
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """What one case's task returns: its file name, the seconds (None when it failed), its summary or
-    error line and its (key, warning) pairs."""
-
-    file_name: str
-    seconds: float | None
-    line: str
-    warnings: tuple[tuple[str, str], ...] = ()
 
 
 # (settings, thread id) -> (routing table, pool): one pool per worker thread, built on its first case.
@@ -87,7 +75,7 @@ def worker_pool(settings: Settings) -> tuple[RoutingTable, ModelPool]:
         return _POOLS[key]
 
 
-def segment_task(path: str, output: str, settings: Settings) -> TaskResult:
+def segment_task(path: str, output: str, settings: Settings) -> CaseOutcome:
     """One case on a worker: segment_file with the worker's pool; errors become the result's line."""
     name = Path(path).name
     found: list[tuple[str, str]] = []
@@ -96,61 +84,61 @@ def segment_task(path: str, output: str, settings: Settings) -> TaskResult:
         result = segment_file(Path(path), table, pool, Path(output),
                               on_route=lambda case, route: found.extend(route_warnings(case, route)))
     except Exception as error:  # one broken case must not stop the others
-        return TaskResult(name, None, error_line(name, error), tuple(found))
-    return TaskResult(name, result.seconds, summary_line(result), tuple(found))
+        return CaseOutcome(name, None, error_line(name, error), tuple(found))
+    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found))
 
 
-def run_on_dask(
-    address: str, cases: list[Path], output: Path, settings: Settings, timings: EfficiencyLog | None = None,
-    progress: bool = True,
-) -> int:
-    """Segment `cases` into `output` on the Dask cluster at `address` (or a scheduler file's path);
-    log the same lines as a local run and return its exit status (1 if any case failed). `timings`: the
-    run's efficiency file, with any rows it carries (default: a new OUTPUT/efficiency.csv)."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        log.error("error: --scheduler needs Dask: pip install -r requirements-dev.txt (dask, distributed)")
-        return 1
-    output = output.resolve()
-    timings = timings if timings is not None else EfficiencyLog(output / "efficiency.csv")
-    carried = len(timings)
-    # largest first: a big volume started last would leave the other workers idle at the end
-    ordered = sorted(cases, key=lambda p: (-p.stat().st_size, p.name))
-    token = f"{time.time_ns():x}"
-    connect = {"scheduler_file": address} if Path(address).is_file() else {"address": address}
-    failed, warned = 0, set()
-    try:
-        client = Client(**connect, timeout="30s")
-    except (OSError, TimeoutError) as error:  # no scheduler there (dask's connect timeout is an OSError)
-        log.error("error: cannot reach the Dask scheduler at %s: %s", address, error)
-        return 1
-    with client:
+class DaskBackend:
+    """router.runner's back-end for the Dask cluster at `address` (or a scheduler file's path): every case
+    is submitted at once, as a task; `settings` is what each worker builds its pool and table from."""
+
+    submits_all = True
+
+    def __init__(self, address: str, settings: Settings) -> None:
+        self.address, self.settings = address, settings
+        self._client: Any = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Connected to the scheduler; RunError when Dask is not installed or no scheduler answers."""
+        try:
+            from distributed import Client
+        except ImportError:
+            raise RunError("error: --scheduler needs Dask: pip install -r requirements-dev.txt (dask, distributed)") \
+                from None
+        connect = {"scheduler_file": self.address} if Path(self.address).is_file() else {"address": self.address}
+        try:
+            client = Client(**connect, timeout="30s")
+        except (OSError, TimeoutError) as error:  # no scheduler there (dask's connect timeout is an OSError)
+            raise RunError(f"error: cannot reach the Dask scheduler at {self.address}: {error}") from error
+        with client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
+
+    def outcomes(self, cases: Iterable[Path], output: Path, warn: Warn) -> Iterator[CaseOutcome]:
+        """One task per case, largest file first; outcomes as the tasks end. `warn` is not called here:
+        each outcome carries its task's warnings. At the end, the temp files of workers that died
+        mid-write are removed (their cases were redone elsewhere)."""
+        from distributed import as_completed
+
+        cases, output = list(cases), output.resolve()
+        # largest first: a big volume started last would leave the other workers idle at the end
+        ordered = sorted(cases, key=lambda p: (-p.stat().st_size, p.name))
+        token = f"{time.time_ns():x}"
         futures = [
-            client.submit(segment_task, str(path.resolve()), str(output / path.name), settings,
-                          key=f"segment-{path.name}-{token}", pure=False, priority=len(ordered) - rank)
+            self._client.submit(segment_task, str(path.resolve()), str(output / path.name), self.settings,
+                                key=f"segment-{path.name}-{token}", pure=False, priority=len(ordered) - rank)
             for rank, path in enumerate(ordered)
         ]
-        bar = tqdm(total=len(futures), desc="cases", unit="case", disable=None if progress else True)
         for future in as_completed(futures):
             name = future.key.removeprefix("segment-").removesuffix(f"-{token}")
             try:
-                result = future.result()
+                outcome = future.result()
             except Exception as error:  # the task itself was lost: KilledWorker after repeated worker deaths
-                result = TaskResult(name, None, error_line(name, error))
-            bar.update()
-            for key, warning in result.warnings:
-                if key not in warned:
-                    warned.add(key)
-                    log.warning("%s", warning)
-            if result.seconds is None:
-                failed += 1
-                log.error("%s", result.line)
-                continue
-            log.info("%s", result.line)
-            timings.record(Path(result.file_name).stem, result.seconds)
-        bar.close()
-    for path in cases:  # temp files of workers that died mid-write (their cases were redone elsewhere)
-        remove_stale_temps(output / path.name)
-    log.info("%s", done_line(len(timings) - carried, failed))
-    return 1 if failed else 0
+                outcome = CaseOutcome(name, None, error_line(name, error))
+            yield outcome
+        for path in cases:
+            remove_stale_temps(output / path.name)

@@ -1,5 +1,5 @@
 """efficiency.csv: the seconds per case a run writes (the challenge's format: `case,seconds`), one writer
-for every runner (predict.py's local loop and router/distributed.py's Dask loop)."""
+for every run (router/runner.py's loop, local or on Dask)."""
 
 from __future__ import annotations
 

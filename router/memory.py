@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from router.casefile import ArrayHeader, CaseError, segs_shape
+from router.casefile import ArrayHeader, segs_shape
 from router.strategies.propagate3d import MAX_SKIP_STEP
+from router.validation import CaseError, clip_boxes
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -216,14 +217,13 @@ STRATEGY_BYTES: dict[str, Callable[..., int]] = {
 }
 
 
-def clip_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Raw `boxes` as stored -> (N, 4|6) int64 clipped to `shape` for estimating; None when not (N, 4|6)."""
-    width = 2 * len(shape)
-    if boxes.dtype.kind not in "biuf" or boxes.size % width:
+def checked_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Raw `boxes` as stored -> (N, 4|6) int64 clipped to `shape`, as read_case will make them
+    (router.validation.clip_boxes); None when read_case will refuse them (only the reading is estimated)."""
+    try:
+        return clip_boxes(boxes, shape)
+    except CaseError:
         return None
-    values = np.nan_to_num(boxes.astype(np.float64).reshape(-1, width), posinf=2.0**31, neginf=-(2.0**31))
-    upper = np.array(shape[::-1] * 2) - 1  # x, y[, z] upper bounds, twice
-    return np.clip(np.rint(values), 0, upper).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def estimate_case(
     others = sum(header.nbytes for name, header in headers.items() if name in ("boxes", "spacing"))
     reading = read_bytes(dim, image, others)
     shape = segs_shape(dim, image)
-    clipped = None if shape is None or boxes is None else clip_boxes(boxes, shape)
+    clipped = None if shape is None or boxes is None else checked_boxes(boxes, shape)
     if shape is None or clipped is None:
         return Estimate({batch: reading + MISC_BYTES for batch in DECODE_BATCHES})
     image_bytes = math.prod(shape) * (3 if dim == 2 else 1)

@@ -1,4 +1,4 @@
-"""The per-case lines every runner prints (predict.py's local loop and the Dask client): one format.
+"""The per-case lines every run prints (router/runner.py's loop, and a Dask worker's task): one format.
 
 A local run and a distributed run of the same cases log the same lines and end with the same status.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from models.pool import ModelPool
+from models.predictor import SamPredictor
 from router.casefile import (
+    ArrayHeader,
     Case,
     CaseError,
     case_kind,
@@ -61,40 +63,56 @@ def slice_steps(case: Case, route: Route) -> int:
     return get_strategy(route.strategy).slice_count(case.boxes, **route.params)
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """A predictor as one case's strategy sees it (router.strategies.ScoredBoxPredictor): `predict` decodes
+    `batch` boxes per call (None: the predictor's own), so the predictor is never reconfigured."""
+
+    predictor: SamPredictor
+    batch: int | None = None
+
+    def set_image(self, image: np.ndarray, key: Hashable | None = None) -> None:
+        self.predictor.set_image(image, key)
+
+    def predict(self, boxes: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(boxes, batch=self.batch)
+
+    def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.predictor.predict_scored(boxes, batch=self.batch)
+
+
 def segment_case(
-    case: Case, route: Route, pool: ModelPool, on_slice: OnSlice | None = None, decode_batch: int | None = None
+    case: Case, route: Route, predictor: SamPredictor, on_slice: OnSlice | None = None, decode_batch: int | None = None
 ) -> np.ndarray:
-    """Run `route` on `case` and return the label map of the case's spatial shape; `decode_batch`: boxes
-    per decoder call for this case only (None: the predictor's own)."""
+    """Run `route` on `case` with `predictor` (the route's model) and return the label map of the case's
+    spatial shape; `decode_batch`: boxes per decoder call for this case (None: the predictor's own)."""
     strategy = get_strategy(route.strategy)
-    predictor = pool.get(route.model)
     predictor.reset()  # embeddings never carry over from one case to the next
-    default_batch = predictor.decode_batch
-    predictor.decode_batch = decode_batch or default_batch
     try:
-        return strategy.run(case.image, case.boxes, predictor, on_slice=on_slice, **route.params)
+        return strategy.run(case.image, case.boxes, Decoding(predictor, decode_batch), on_slice=on_slice,
+                            **route.params)
     finally:
-        predictor.decode_batch = default_batch
         predictor.reset()  # free the cache's memory between cases
 
 
-def plan_memory(path: Path, route: Route, pool: ModelPool, memory: Memory = available_bytes) -> int:
-    """The decoder batch `path` can run with in the memory left, from its npy headers (nothing large is
-    decompressed); raises CaseError naming the need and the room when it cannot fit at all."""
-    headers = read_headers(path)
-    predictor = pool.get(route.model)  # compiled first: its memory is then part of what is already used
+def plan_memory(
+    path: Path, headers: dict[str, ArrayHeader], route: Route, warmth: Warmth, cache_bytes: int, default_batch: int,
+    memory: Memory = available_bytes,
+) -> int:
+    """The decoder batch the case at `path` can run with in the memory left, from its npy `headers`
+    (nothing large is decompressed): `default_batch` when it fits. `warmth` and `cache_bytes` are those of
+    the route's predictor, compiled before `memory()` is asked. Raises CaseError naming the need and the
+    room when the case cannot fit at all."""
     if "imgs" not in headers:
-        return predictor.decode_batch  # read_case names the missing key
+        return default_batch  # read_case names the missing key
     dim, _ = case_kind(path)
-    warmth = Warmth(predictor.encoder_calls > 0, predictor.decoded_batch)
     boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
-    estimate = estimate_case(dim, headers, boxes, route.strategy, route.model, warmth, predictor.cache.budget_bytes)
+    estimate = estimate_case(dim, headers, boxes, route.strategy, route.model, warmth, cache_bytes)
     available = memory()
-    batch = plan_case(estimate, available, predictor.decode_batch)
-    if batch != predictor.decode_batch:
+    batch = plan_case(estimate, available, default_batch)
+    if batch != default_batch:
         log.warning("%s: decoding %d boxes at a time to fit in memory (needs %s at %d, %s available)",
-                    path.name, batch, gib(estimate.by_batch[predictor.decode_batch]), predictor.decode_batch,
-                    gib(available or 0))
+                    path.name, batch, gib(estimate.by_batch[default_batch]), default_batch, gib(available or 0))
     return batch
 
 
@@ -123,12 +141,18 @@ def segment_file(
     start = time.perf_counter()
     dim, modality = case_kind(path)
     route = table.route(dim, modality, pool.available)
-    decode_batch = None if memory is None else plan_memory(path, route, pool, memory)
+    decode_batch = None
+    if memory is not None:
+        headers = read_headers(path)  # a file that is not an npz is refused here, before a model compiles
+        predictor = pool.get(route.model)  # compiled first: its memory is then part of what is already used
+        warmth = Warmth(predictor.encoder_calls > 0, predictor.decoded_batch)
+        decode_batch = plan_memory(path, headers, route, warmth, predictor.cache.budget_bytes,
+                                   predictor.decode_batch, memory)
     case = read_case(path)
     if on_route is not None:
         on_route(case, route)
     with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
-        segs = segment_case(case, route, pool, on_slice=on_slice, decode_batch=decode_batch)
+        segs = segment_case(case, route, pool.get(route.model), on_slice=on_slice, decode_batch=decode_batch)
     if output is not None:
         write_segs(output, segs)
     return CaseResult(case, route, pool.resolve_precision(route.model), segs, time.perf_counter() - start)

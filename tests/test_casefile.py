@@ -1,11 +1,13 @@
-"""Case reading: intensity conversion and box coordinates far outside the image."""
+"""Case reading and validation: intensity conversion, box coordinates far outside the image, one box check
+for read_case, seg-convert and the memory guard."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from router.casefile import CaseError, read_case, to_uint8
+from router.casefile import CaseError, read_case
+from router.validation import to_uint8, validate_case
 from tests.helpers import write_case
 
 
@@ -74,3 +76,42 @@ def test_efficiency_log_keeps_earlier_rows_only_for_skipped_cases(tmp_path):
     fresh = EfficiencyLog(path)  # not resuming: earlier rows are not carried
     fresh.record("c", 1.0)
     assert read_efficiency(path) == {"c": 1.0}
+
+
+def test_validate_case_coerces_arrays_without_files():
+    """validate_case is read_case without the file: a grey float image becomes RGB uint8, one box given as
+    (4,) becomes (1, 4) and is clipped, a 3D case without spacing gets 1 mm."""
+    image = np.linspace(0.0, 1.0, 12 * 10).reshape(12, 10)
+    checked = validate_case({"imgs": image, "boxes": np.array([-3.4, 2.6, 40.0, 8.0])}, 2)
+    assert checked.image.shape == (12, 10, 3) and checked.image.dtype == np.uint8
+    assert checked.boxes.tolist() == [[0, 3, 9, 8]] and checked.boxes.dtype == np.int64
+    assert checked.spacing is None
+    volume = validate_case({"imgs": np.zeros((4, 6, 8), np.uint8), "boxes": np.array([[1, 1, 1, 2, 2, 2]])}, 3)
+    assert volume.spacing.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(CaseError, match=r"'spacing' must be 3 positive numbers, got \[1.0, 0.0, 1.0\]"):
+        validate_case({"imgs": np.zeros((4, 6, 8)), "boxes": np.zeros((0, 6)), "spacing": np.array([1, 0, 1])}, 3)
+
+
+def test_one_box_check_for_read_case_convert_and_the_memory_guard(tmp_path):
+    """A degenerate or wholly outside box: read_case and seg-convert refuse it with their messages, and
+    the memory guard estimates only the reading (read_case refuses the case after it)."""
+    from convert.boxes import check_boxes
+    from convert.io import ConvertError
+    from router.casefile import read_headers
+    from router.memory import estimate_case
+
+    image = np.zeros((16, 32, 3), np.uint8)
+    good, degenerate, outside = np.array([[2, 3, 9, 9]]), np.array([[9, 3, 2, 9]]), np.array([[40, 3, 50, 9]])
+    path = write_case(tmp_path / "2DBox_CT_x.npz", imgs=image, boxes=outside)
+    with pytest.raises(CaseError, match=r"box 0 lies entirely outside the image of shape \(16, 32\): \[40, 3, 50, 9\]"):
+        read_case(path)
+    with pytest.raises(ConvertError, match=r"box 0 \[40, 3, 50, 9\] lies outside the image \(x, y\[, z\] size \[32"):
+        check_boxes(outside, (16, 32))
+    with pytest.raises(ConvertError, match=r"box 0 is degenerate \(a min corner exceeds its max corner\): \[9, 3, 2"):
+        check_boxes(degenerate, (16, 32))
+    assert check_boxes(np.array([[-5, 3, 40, 9]]), (16, 32)).tolist() == [[0, 3, 31, 9]]
+    headers = read_headers(path)
+    reading_only = estimate_case(2, headers, None, "image2d", "litemedsam").by_batch
+    assert estimate_case(2, headers, degenerate, "image2d", "litemedsam").by_batch == reading_only
+    assert estimate_case(2, headers, outside, "image2d", "litemedsam").by_batch == reading_only
+    assert estimate_case(2, headers, good, "image2d", "litemedsam").by_batch[16] > reading_only[16]

@@ -93,3 +93,27 @@ def test_console_scripts_are_installed(script: str) -> None:
     """./build.sh setup installs the project in editable mode with its console scripts."""
     done = subprocess.run([str(ROOT / ".venv" / "bin" / script), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+
+
+def test_wheel_holds_the_runtime_evaluation_and_convert_only(tmp_path) -> None:
+    """`pip install .` installs no dev tools as top-level packages (benchmarks, sample_data and its npz,
+    the torch export); built from a copy, so the checkout gets no build/ or egg-info."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "predict.py"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("ir", "__pycache__", "*.pyc")
+    for package in ("models", "router", "evaluation", "convert", "benchmarks", "sample_data"):
+        shutil.copytree(ROOT / package, source / package, ignore=skip)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"predict.py", "router", "models", "evaluation", "convert"}, top
+    assert "router/routes.toml" in names and "router/strategies/registry.py" in names
+    assert not [name for name in names if name.startswith("models/export/")]

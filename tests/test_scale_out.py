@@ -126,9 +126,12 @@ def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv"], "temp files left behind"
 
 
-def test_dask_continue_prediction_keeps_the_rows_of_cases_done_before(reference, cluster, tmp_path, capsys) -> None:
-    """--scheduler --continue-prediction: the cases done earlier keep their efficiency rows (the local runner
-    keeps them too), and a killed write's temp file goes even where the case name holds glob characters."""
+@pytest.mark.parametrize("backend", ["local", "dask"])
+def test_continue_prediction_keeps_the_rows_of_cases_done_before(reference, cluster, tmp_path, capsys,
+                                                                  backend) -> None:
+    """--continue-prediction, in this process and with --scheduler (the one loop of router/runner.py): the
+    cases done earlier keep their efficiency rows, and a killed write's temp file goes even where the case
+    name holds glob characters."""
     inputs, _, good, _ = reference
     folder = tmp_path / "in"
     folder.mkdir()
@@ -138,13 +141,18 @@ def test_dask_continue_prediction_keeps_the_rows_of_cases_done_before(reference,
     out = tmp_path / "out"
     out.mkdir()
     args = ["-i", str(folder), "-o", str(out), "--threads", "1", "--no-progress",
-            "--scheduler", str(cluster.scheduler_file)]
+            *(["--scheduler", str(cluster.scheduler_file)] if backend == "dask" else [])]
     assert predict.main(args) == 0
     first = (out / "efficiency.csv").read_text().splitlines()
     (out / names[1]).unlink()
     (out / f".{names[1]}.k1ll3d.tmp").write_bytes(b"half")
-    assert predict.main([*args, "--continue-prediction"]) == 0
     capsys.readouterr()
+    assert predict.main([*args, "--continue-prediction"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    if backend == "dask":  # every case is submitted at once: what is left is said first
+        assert "1 case(s) already done; 1 to segment" in err and err[-1] == "done: 1 case(s) written, 0 failed", err
+    else:
+        assert err[-1] == "done: 1 case(s) written, 0 failed, 1 already done", err
     rows = dict(line.split(",") for line in (out / "efficiency.csv").read_text().splitlines()[1:])
     assert sorted(rows) == sorted(Path(name).stem for name in names)
     kept = Path(names[0]).stem
