@@ -22,7 +22,7 @@ WHOLE_IMAGE = "image"  # the embedding cache's key of the whole image: its masks
 
 def segment_image2d(
     image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, zoom_below: float = 0.1,
-    tile_scale: float = 3.0, min_window: int = 128, max_windows: int = 64, zoom_stability: float = 0.6,
+    tile_scale: float = 3.0, min_window: int = 128, max_windows: int = 20, zoom_stability: float = 0.6,
     clip_to_box: bool = True,
 ) -> np.ndarray:
     """(H, W, 3) uint8 image, (N, 4) boxes -> (H, W) label map (label i for boxes[i-1]).
@@ -79,7 +79,7 @@ def _paint_rest(segs: np.ndarray, image: np.ndarray, boxes: np.ndarray, indices:
 
 
 def check_zoom(
-    zoom_below: float = 0.1, tile_scale: float = 3.0, min_window: int = 128, max_windows: int = 64,
+    zoom_below: float = 0.1, tile_scale: float = 3.0, min_window: int = 128, max_windows: int = 20,
     zoom_stability: float = 0.6, clip_to_box: bool = True,
 ) -> None:
     """Raise ValueError unless 0 <= zoom_below <= 1, tile_scale >= 1, min_window >= 16, max_windows >= 1,
