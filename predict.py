@@ -16,8 +16,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from models.hardware import cpu_budget
 from models.pool import ModelPool
 from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
@@ -27,6 +25,7 @@ from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import efficiency_name, select_part
 from router.pipeline import is_done, segment_file
+from router.progress import tqdm  # tqdm itself only on a terminal
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 

@@ -12,11 +12,13 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
+from models.hardware import cpu_flags, shared_core
 from models.registry import PRECISIONS, ModelSpec, model_dir
 from models.transforms import postprocess_masks, preprocess, scale_boxes
 
@@ -98,10 +100,6 @@ def cache_key(core: ov.Core, config: dict[str, str]) -> str:
     VM is another CPU) and every compile property makes sure that a blob is only ever loaded where it
     was made for exactly this.
     """
-    from hashlib import sha256
-
-    from models.hardware import cpu_flags
-
     facts = [ov.get_version(), str(core.get_property("CPU", "FULL_DEVICE_NAME")), " ".join(sorted(cpu_flags())),
              *(f"{key}={value}" for key, value in sorted(config.items()))]
     return sha256("\n".join(facts).encode()).hexdigest()[:16]
@@ -133,7 +131,7 @@ class SamPredictor:
     ) -> None:
         self.spec = spec
         directory = Path(directory or model_dir())
-        core = core or ov.Core()
+        core = core or shared_core()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
         config = compile_config(threads, precision)
@@ -142,7 +140,7 @@ class SamPredictor:
             folder = Path(cache_dir) / cache_key(core, config)
             try:  # OpenVINO fails to compile at all where it cannot make the folder
                 folder.mkdir(parents=True, exist_ok=True)
-                core.set_property({"CACHE_DIR": str(folder)})
+                config["CACHE_DIR"] = str(folder)  # per compile: the Core is shared (models.hardware.shared_core)
             except OSError as error:
                 log.warning("WARNING: OpenVINO cache %s unusable (%s): compiling without it", cache_dir,
                             error.strerror or error)

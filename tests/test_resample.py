@@ -166,7 +166,8 @@ def test_interpolated_masks_equal_those_from_opencv() -> None:
 def test_signed_distance_signs() -> None:
     mask = np.zeros((9, 9), bool)
     mask[2:7, 2:7] = True
-    distance = signed_distance(mask[None])[0]
+    distance = signed_distance(mask)
+    assert np.array_equal(signed_distance(np.stack([mask, ~mask]))[0], distance)
     assert distance[4, 4] == -3.0 and distance[0, 4] == 2.0 and distance[2, 2] == -1.0
     assert distance[1, 1] == pytest.approx(1.4)
 

@@ -62,8 +62,11 @@ def chamfer_distance(objects: np.ndarray) -> np.ndarray:
 
 
 def signed_distance(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, H, W) float32: minus the distance to the background inside, the distance to
-    the object outside (OpenCV's 5x5 chamfer approximation of the Euclidean distance, in pixels)."""
+    """(H, W) or (N, H, W) bool -> float32 of the same shape: minus the distance to the background inside,
+    the distance to the object outside (OpenCV's 5x5 chamfer approximation of the Euclidean distance, in
+    pixels)."""
+    if masks.ndim == 2:
+        return signed_distance(masks[None])[0]
     distances = chamfer_distance(np.concatenate([~masks, masks]))
     return distances[: len(masks)] - distances[len(masks) :]
 
