@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "fp32; bf16 (FP32 model computed in bf16, input layers in f32); "
                              "int8 (quantised encoder, FP32 decoder)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
+    parser.add_argument("--ov-cache", type=Path, default=None, metavar="DIR",
+                        help="keep OpenVINO's compiled models in DIR (a folder that lasts across runs or containers, "
+                             "e.g. a mounted volume): later runs on the same CPU model skip most of the compile "
+                             "(default: $SEG_OV_CACHE_DIR, else no cache)")
     parser.add_argument("--num-parts", type=int, default=1,
                         help="split the input folder into this many parts, balanced by file size (docs/scale-out.md)")
     parser.add_argument("--part-id", type=int, default=0,
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: output folder %s is not writable (%s)", args.output, error.strerror or error)
         return 1
     threads = args.threads or cpu_budget()
-    pool = ModelPool(args.models or model_dir(), threads, args.precision, args.cache_mb << 20)
+    pool = ModelPool(args.models or model_dir(), threads, args.precision, args.cache_mb << 20,
+                     ov_cache=args.ov_cache)
     if FALLBACK_MODEL not in pool.available:
         log.error("error: %s is not exported in %s (run ./build.sh export)", FALLBACK_MODEL, pool.directory)
         return 1

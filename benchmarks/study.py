@@ -137,8 +137,8 @@ class StoredEmbeddingPredictor(SamPredictor):
     """
 
     def __init__(self, spec: ModelSpec, directory: Path, threads: int | None, precision: str, cache_bytes: int,
-                 *, store: Path) -> None:
-        super().__init__(spec, directory, threads, precision, cache_bytes)
+                 *, store: Path, ov_cache: Path | None = None) -> None:
+        super().__init__(spec, directory, threads, precision, cache_bytes, ov_cache=ov_cache)
         self.store = store / f"{spec.name}-{precision}-{model_digest(precision, directory)}"
         self.store.mkdir(parents=True, exist_ok=True)
 

@@ -82,7 +82,7 @@ fi
 # build cache while older, now dangling images are pruned: vfs keeps a full copy of every layer.
 stage_repo="${IMAGE%%:*}-build"
 : >"$BUILD_LOG"
-for target in deps app final; do
+for target in deps app final; do  # (final builds the untagged slim stage too)
     tag=("-t" "$stage_repo:$target")
     [ "$target" = final ] && tag=("-t" "$IMAGE")
     docker build --network none --build-arg "BASE_IMAGE=$BASE" "${cache_arg[@]}" \

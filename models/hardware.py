@@ -109,9 +109,16 @@ def int8_is_exact(flags: frozenset[str]) -> bool:
 
 
 @cache
+def shared_core() -> ov.Core:
+    """The process's one OpenVINO Core: every new Core sets its CPU plugin up again, a cost in each
+    container's start-up (docs/results.md, "Start-up and image size"). Thread-safe, as OpenVINO's Core is."""
+    return ov.Core()
+
+
+@cache
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX); else it would emulate."""
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def cpu_class(native_bf16: bool, flags: frozenset[str]) -> PrecisionRow | None:
@@ -130,7 +137,7 @@ def int8_recipe(encoder_xml: Path) -> str | None:
     that does not say; None when there is no such file."""
     if not encoder_xml.is_file():
         return None
-    model = ov.Core().read_model(encoder_xml)
+    model = shared_core().read_model(encoder_xml)
     key = list(INT8_RECIPE_KEY)
     return str(model.get_rt_info(key).astype(str)) if model.has_rt_info(key) else "unknown"
 

@@ -27,15 +27,17 @@ class ModelPool:
     decision table there: bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), INT8 only where
     its recipe holds fp32's accuracy (models.hardware.INT8_RECIPES_WITHIN_BOUND), else fp32. The choice is
     logged once, with the figures behind it. available: the models routes may take (None: every model
-    exported in `directory`).
+    exported in `directory`). ov_cache: OpenVINO's compiled-model cache folder (see
+    models.predictor.SamPredictor), None for $SEG_OV_CACHE_DIR or none.
     """
 
     def __init__(
         self, directory: Path | None = None, threads: int | None = None, precision: str = "auto",
-        cache_bytes: int = DEFAULT_CACHE_BYTES, available: set[str] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES, ov_cache: Path | None = None, available: set[str] | None = None,
         make_predictor: Callable[..., SamPredictor] = SamPredictor,
     ) -> None:
         self.directory = Path(directory or model_dir())
+        self.ov_cache = ov_cache
         self.threads = threads
         self.precision = precision
         self.cache_bytes = cache_bytes
@@ -54,8 +56,9 @@ class ModelPool:
 
     def _auto_precision(self, name: str) -> str:
         native_bf16 = cpu_has_bf16()
-        # Reading the INT8 IR's recipe takes tens of ms: only where INT8 could be chosen, once per model.
-        if not native_bf16 and name not in self._int8_recipes:
+        # Reading the INT8 IR's recipe takes tens of ms of a container's start-up: only where INT8 could be
+        # chosen (no native bf16, an int8 dot product), once per model; elsewhere choose_precision is fp32.
+        if not native_bf16 and int8_is_exact(cpu_flags()) and name not in self._int8_recipes:
             self._int8_recipes[name] = int8_recipe(self.directory / get_spec(name).encoder_int8_file)
         return choose_precision(native_bf16, cpu_flags(), self._int8_recipes.get(name))
 
@@ -77,6 +80,6 @@ class ModelPool:
                             "sums saturate, so the encoder is less accurate than validated, and slower than fp32 "
                             "where measured; auto takes %s (see models/hardware.py)", self._auto_precision(name))
             self._predictors[name] = self.make_predictor(
-                get_spec(name), self.directory, self.threads, precision, self.cache_bytes
+                get_spec(name), self.directory, self.threads, precision, self.cache_bytes, ov_cache=self.ov_cache
             )
         return self._predictors[name]

@@ -12,11 +12,13 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
+from models.hardware import cpu_flags, shared_core
 from models.registry import PRECISIONS, ModelSpec, model_dir
 from models.transforms import (
     longest_side_shape,
@@ -94,6 +96,21 @@ def compile_config(threads: int | None, precision: str) -> dict[str, str]:
     return config
 
 
+def cache_key(core: ov.Core, config: dict[str, str]) -> str:
+    """The subfolder of a user's OpenVINO cache for this OpenVINO, CPU and compile configuration.
+
+    OpenVINO names a blob by a hash of the model and of what it deems relevant of the rest (measured: one
+    made with one thread and a bf16 hint has the name of one made with two and f32), and recompiles when a
+    blob is unreadable or made from another model (tests/test_ov_cache.py). Keying the folder on the
+    OpenVINO version, the CPU's brand string and feature flags (one brand with AVX-512 masked off in a
+    VM is another CPU) and every compile property makes sure that a blob is only ever loaded where it
+    was made for exactly this.
+    """
+    facts = [ov.get_version(), str(core.get_property("CPU", "FULL_DEVICE_NAME")), " ".join(sorted(cpu_flags())),
+             *(f"{key}={value}" for key, value in sorted(config.items()))]
+    return sha256("\n".join(facts).encode()).hexdigest()[:16]
+
+
 class SamPredictor:
     """Encoder + decoder of one exported model, with an embedding cache.
 
@@ -102,6 +119,9 @@ class SamPredictor:
     decode_batch: boxes per decoder call. The decoder's cost is per box whatever the batch, but its
         intermediates grow with it (the image embedding is repeated per box): 16 keeps a 125-box
         image well under 1 GiB, where 64 peaked at 3 GiB.
+    ov_cache: a folder for OpenVINO's compiled-model cache (CACHE_DIR), kept across runs or containers
+        (predict.py --ov-cache); None: $SEG_OV_CACHE_DIR, else no cache (the default). It saves most of the
+        compile on later runs on the same CPU model (docs/results.md, "Start-up and image size").
     """
 
     def __init__(
@@ -113,16 +133,23 @@ class SamPredictor:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         decode_batch: int = 16,
         core: ov.Core | None = None,
+        ov_cache: Path | None = None,
     ) -> None:
         self.spec = spec
         directory = Path(directory or model_dir())
-        core = core or ov.Core()
-        cache_dir = os.environ.get("SEG_OV_CACHE_DIR")
-        if cache_dir:
-            core.set_property({"CACHE_DIR": cache_dir})
+        core = core or shared_core()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
         config = compile_config(threads, precision)
+        cache_dir = ov_cache or os.environ.get("SEG_OV_CACHE_DIR")
+        if cache_dir:
+            folder = Path(cache_dir) / cache_key(core, config)
+            try:  # OpenVINO fails to compile at all where it cannot make the folder
+                folder.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(folder)  # per compile: the Core is shared (models.hardware.shared_core)
+            except OSError as error:
+                log.warning("WARNING: OpenVINO cache %s unusable (%s): compiling without it", cache_dir,
+                            error.strerror or error)
         encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
         if not (directory / encoder_file).is_file():
             raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")

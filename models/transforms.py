@@ -1,18 +1,17 @@
-"""Pure pre/post-processing functions shared by every model (numpy + OpenCV, no state)."""
+"""Pure pre/post-processing functions shared by every model (numpy only, no state)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 from models.registry import ModelSpec
+from models.resample import resize_area
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
-_CV_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels in one call
 
 
 def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
@@ -22,14 +21,15 @@ def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
 
 
 def resize_longest_side(image: np.ndarray, target: int) -> np.ndarray:
-    """(H, W[, C]) -> (h, w[, C]) with max(h, w) == target, area interpolation (the challenge's).
+    """(H, W[, C]) uint8 -> (h, w[, C]) with max(h, w) == target, area interpolation (the challenge's
+    cv2.INTER_AREA, bit for bit: models/resample.py).
 
     EfficientViT-SAM's reference resizes with PIL's antialiased bilinear; area interpolation is the
     OpenCV filter closest to it when shrinking (the runtime has no PIL).
     """
     height, width = image.shape[:2]
     new_h, new_w = longest_side_shape(height, width, target)
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return resize_area(image, new_h, new_w)
 
 
 def normalise(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -74,14 +74,10 @@ def scale_boxes(boxes: np.ndarray, original_hw: tuple[int, int], spec: ModelSpec
 
 
 def _resize_stack(stack: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(N, h, w) float32 -> (N, height, width), bilinear (half-pixel centres, like torch's)."""
-    out = np.empty((stack.shape[0], height, width), np.float32)
-    for start in range(0, stack.shape[0], _CV_MAX_CHANNELS):
-        chunk = stack[start : start + _CV_MAX_CHANNELS]
-        channels_last = np.ascontiguousarray(chunk.transpose(1, 2, 0))
-        resized = cv2.resize(channels_last, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[start : start + len(chunk)] = resized.reshape(height, width, -1).transpose(2, 0, 1)
-    return out
+    """(N, h, w) float32 -> (N, height, width) float32, bilinear (half-pixel centres, like torch's and
+    cv2.INTER_LINEAR's; equal to cv2's to float32 rounding, tests/test_resample.py)."""
+    rows, cols = bilinear_axis(stack.shape[1], height), bilinear_axis(stack.shape[2], width)
+    return np.stack([rows.weights @ plane @ cols.weights.T for plane in stack]).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Case I/O, modality routing and segmentation strategies (runtime: numpy, opencv, openvino only)."""
+"""Case I/O, modality routing and segmentation strategies (runtime: numpy, openvino only)."""

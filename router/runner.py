@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tqdm import tqdm
-
 from models.pool import ModelPool
 from router.casefile import Case, remove_stale_temps
 from router.efficiency import EfficiencyLog
@@ -26,6 +24,7 @@ from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import select_part
 from router.pipeline import is_done, segment_file
+from router.progress import tqdm  # tqdm itself only on a terminal
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 

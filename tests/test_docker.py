@@ -24,7 +24,7 @@ pytestmark = pytest.mark.docker
 
 SEG_IMAGE = os.environ.get("SEG_TEST_IMAGE", "seg:latest")  # another image to test, e.g. a branch build
 TINY_IMAGE = "seg-time-eval-test:latest"
-MAX_IMAGE_MB = 600
+MAX_IMAGE_MB = 300  # docs/results.md, "Start-up and image size"
 
 
 def _docker_client() -> tuple[Any, str]:
@@ -260,7 +260,7 @@ def test_image_is_slim(seg_image: str, tmp_path: Path) -> None:
         "set -e; cd /workspace; test -f predict.sh; test -d models/ir; test ! -e models/export; "
         "! python3 -c 'import torch' 2>/dev/null; ! python3 -m pip --version 2>/dev/null; "
         "! command -v gcc; ! command -v cc; "
-        "python3 -c 'import numpy, cv2, openvino, tqdm, predict'"
+        "! python3 -c 'import cv2' 2>/dev/null; python3 -c 'import numpy, openvino, tqdm, predict'"
     )
     status, log = run_container(seg_image, inputs, outputs, ["/bin/sh", "-c", checks], user="1234:1234")
     assert status == 0, log
