@@ -76,7 +76,7 @@ def test_zoom_segments_small_real_nuclei_better(nuclei, litemedsam) -> None:
     calls = litemedsam.encoder_calls
     whole = segment_image2d(image, boxes, litemedsam, zoom_below=0.0, clip_to_box=False)
     assert litemedsam.encoder_calls - calls == 1
-    zoomed = segment_image2d(image, boxes, litemedsam, zoom_stability=2.0, clip_to_box=False)  # every small box
+    zoomed = segment_image2d(image, boxes, litemedsam, zoom_stability=2.0, max_windows=64, clip_to_box=False)  # all
     every_tile = litemedsam.encoder_calls - calls - 1
     assert 1 < every_tile - 1 <= 64  # tiles shared by neighbouring boxes (+ the whole image)
 
@@ -87,7 +87,7 @@ def test_zoom_segments_small_real_nuclei_better(nuclei, litemedsam) -> None:
     # the default: clipped to the boxes, and only the doubtful small boxes zoomed, in fewer passes
     before = litemedsam.encoder_calls
     default = segment_image2d(image, boxes, litemedsam)
-    assert litemedsam.encoder_calls - before < every_tile / 2
+    assert litemedsam.encoder_calls - before <= every_tile / 3  # the third of issue 23
     assert mean_dice(default) > mean_dice(whole) + 0.05
     clipped = segment_image2d(image, boxes, litemedsam, zoom_below=0.0)
     assert mean_dice(clipped) > mean_dice(whole)  # a mask's leak out of its box is cut
