@@ -40,11 +40,12 @@ def _study(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_study_compares_variants_and_reuses_its_rows(tmp_path: Path, ir_dir: Path) -> None:
     _write_set(tmp_path / "cases")
-    no_zoom = tmp_path / "no_zoom.toml"
-    no_zoom.write_text('[default]\nmodel = "litemedsam"\n')
+    no_zoom, zoom = tmp_path / "no_zoom.toml", tmp_path / "zoom.toml"
+    no_zoom.write_text('[default]\nmodel = "litemedsam"\n[default.image2d]\nzoom_below = 0.0\n')
+    zoom.write_text('[default]\nmodel = "litemedsam"\n[default.image2d]\nzoom_stability = 2.0\n')  # every small box
     out = tmp_path / "out"
-    args = ["--cases", f"s1={tmp_path / 'cases'}", "--variant", "zoom=fp32", "--variant", f"whole=fp32@{no_zoom}",
-            "--out", str(out), "--threads", "2"]
+    args = ["--cases", f"s1={tmp_path / 'cases'}", "--variant", f"zoom=fp32@{zoom}",
+            "--variant", f"whole=fp32@{no_zoom}", "--out", str(out), "--threads", "2"]
     done = _study(*args, "--models", str(ir_dir))
     assert done.returncode == 0, done.stderr
     with (out / "rows.csv").open() as f:
@@ -74,6 +75,19 @@ def test_study_compares_variants_and_reuses_its_rows(tmp_path: Path, ir_dir: Pat
     assert len(fresh) == 4 and all(r["error"] for r in fresh), other.stderr
     assert model_digest("fp32", empty) != model_digest("fp32", ir_dir)
     assert model_digest("int8", ir_dir) != model_digest("fp32", ir_dir) and model_digest("torch", ir_dir) == "-"
+
+    # an embedding store: the first run fills it, the second encodes nothing; both score as the plain run
+    store = tmp_path / "store"
+    for run in ("fill", "reuse"):
+        stored = _study(*args[:-4], "--out", str(tmp_path / run), "--threads", "2", "--embeddings", str(store),
+                        "--models", str(ir_dir))
+        assert stored.returncode == 0, stored.stderr
+        with (tmp_path / run / "rows.csv").open() as f:
+            got = {(r["variant"], r["case"]): r for r in csv.DictReader(f)}
+        for key, row in rows.items():
+            assert got[key]["encoder_calls"] == row["encoder_calls"] and got[key]["dsc"] == row["dsc"]
+        assert "not a speed figure" in (tmp_path / run / "study.md").read_text()
+    assert len(list(store.rglob("*.npy"))) == 1 + int(rows[("zoom", "2DBox_Microscopy_discs")]["encoder_calls"])
 
 
 def test_study_rejects_a_bad_variant(tmp_path: Path) -> None:
