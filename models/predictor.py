@@ -195,11 +195,15 @@ class SamPredictor:
 
         batch: boxes per decoder call (None: `decode_batch`); the memory guard lowers it for a large case.
         """
-        return self.predict_scored(boxes, batch)[0]
+        return self._decode(boxes, batch, scored=False)[0]
 
     def predict_scored(self, boxes: np.ndarray, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) boxes -> ((N, H, W) bool masks, (N,) stability scores), as predict; the stability
         (models.transforms.stability_scores) is taken over the image's area of the low-resolution logits."""
+        return self._decode(boxes, batch, scored=True)
+
+    def _decode(self, boxes: np.ndarray, batch: int | None, scored: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Masks and, when `scored` (else zeros: 3D sweeps decode without them), stability scores."""
         if self._embedding is None:
             raise RuntimeError("call set_image() before predict()")
         step = batch or self.decode_batch
@@ -212,10 +216,11 @@ class SamPredictor:
             self.decoded_batch = max(self.decoded_batch, len(chunk))
             self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(chunk)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
-            side = logits.shape[-1]
-            crop_h, crop_w = (-(-n * side // self.spec.prompt_frame) for n in
-                              longest_side_shape(*original_hw, self.spec.prompt_frame))
-            stability[start : start + len(chunk)] = stability_scores(logits[:, 0, :crop_h, :crop_w])
+            if scored:
+                side = logits.shape[-1]
+                crop_h, crop_w = (-(-n * side // self.spec.prompt_frame) for n in
+                                  longest_side_shape(*original_hw, self.spec.prompt_frame))
+                stability[start : start + len(chunk)] = stability_scores(logits[:, 0, :crop_h, :crop_w])
             postprocess_masks(logits, original_hw, self.spec, out=masks[start : start + len(chunk)])
         return masks, stability
 

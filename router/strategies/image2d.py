@@ -57,11 +57,7 @@ def segment_image2d(
             continue
         y0, x0, y1, x1 = window
         predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
-        offset = np.array([x0, y0, x0, y0])
-        for start in range(0, len(indices), BOX_BATCH):
-            chunk = indices[start : start + BOX_BATCH]
-            masks = predictor.predict(boxes[chunk] - offset)
-            _paint(segs[y0:y1, x0:x1], masks, boxes[chunk] - offset, chunk, clip_to_box)
+        _decode_and_paint(segs[y0:y1, x0:x1], boxes - np.array([x0, y0, x0, y0]), indices, predictor, clip_to_box)
     return segs
 
 
@@ -69,13 +65,19 @@ def _paint(target: np.ndarray, masks: np.ndarray, boxes: np.ndarray, indices: np
     paint_masks(target, clip_to_boxes(masks, boxes) if clip else masks, indices + 1)
 
 
+def _decode_and_paint(target: np.ndarray, boxes: np.ndarray, indices: np.ndarray, predictor: ScoredBoxPredictor,
+                      clip: bool) -> None:
+    """Decode `boxes[indices]` (in `target`'s pixels) on the current image and paint them into `target`."""
+    for start in range(0, len(indices), BOX_BATCH):
+        chunk = indices[start : start + BOX_BATCH]
+        _paint(target, predictor.predict(boxes[chunk]), boxes[chunk], chunk, clip)
+
+
 def _paint_rest(segs: np.ndarray, image: np.ndarray, boxes: np.ndarray, indices: np.ndarray,
                 predictor: ScoredBoxPredictor, clip: bool) -> None:
     """Paint the whole-image masks of `indices`, decoded again from the cached embedding."""
     predictor.set_image(image, key=WHOLE_IMAGE)
-    for start in range(0, len(indices), BOX_BATCH):
-        chunk = indices[start : start + BOX_BATCH]
-        _paint(segs, predictor.predict(boxes[chunk]), boxes[chunk], chunk, clip)
+    _decode_and_paint(segs, boxes, indices, predictor, clip)
 
 
 def check_zoom(
