@@ -48,6 +48,15 @@ class Embedding:
     features: np.ndarray
     original_hw: tuple[int, int]
 
+    def blend(self, other: Embedding, weight: float) -> Embedding:
+        """(1 - weight) x this + weight x `other`, features blended elementwise: an estimate of the embedding
+        of an image between two neighbouring ones (a volume's slices), at a decoder pass's cost instead of an
+        encoder pass's. Both must be of images of one size."""
+        if other.original_hw != self.original_hw or other.features.shape != self.features.shape:
+            raise ValueError(f"cannot blend embeddings of {self.original_hw} and {other.original_hw} images")
+        features = (1.0 - weight) * self.features + weight * other.features
+        return Embedding(features.astype(np.float32, copy=False), self.original_hw)
+
 
 class EmbeddingCache:
     """Least-recently-used store of embeddings with a hard byte budget (never exceeded)."""
@@ -188,6 +197,16 @@ class SamPredictor:
             embedding = self.encode(image)
             if key is not None:
                 self.cache.put(key, embedding)
+        self._embedding = embedding
+
+    def get_image_embedding(self) -> Embedding:
+        """The current image's embedding (set_image first)."""
+        if self._embedding is None:
+            raise RuntimeError("call set_image() before get_image_embedding()")
+        return self._embedding
+
+    def set_image_embedding(self, embedding: Embedding) -> None:
+        """Make `embedding` the current one, as if its image had been set (no encoder pass)."""
         self._embedding = embedding
 
     def predict(self, boxes: np.ndarray, batch: int | None = None) -> np.ndarray:

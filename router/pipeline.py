@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from models.pool import ModelPool
-from models.predictor import SamPredictor
+from models.predictor import Embedding, SamPredictor
 from router.casefile import (
     ArrayHeader,
     Case,
@@ -73,6 +73,12 @@ class Decoding:
 
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> None:
         self.predictor.set_image(image, key)
+
+    def get_image_embedding(self) -> Embedding:
+        return self.predictor.get_image_embedding()
+
+    def set_image_embedding(self, embedding: Embedding) -> None:
+        self.predictor.set_image_embedding(embedding)
 
     def predict(self, boxes: np.ndarray) -> np.ndarray:
         return self.predictor.predict(boxes, batch=self.batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.predictor import Embedding
 from router.strategies.interpolation import interpolate_masks, mask_dice, signed_distance
 from router.strategies.propagate3d import SliceSkip, check_skip, propagate_masks, propagation_steps
 from router.strategies.triplanar import segment_triplanar
@@ -157,3 +158,62 @@ def test_bisection_decodes_only_where_the_masks_disagree() -> None:
     full = EllipsePredictor()
     every = {z: masks for z, _, masks in propagate_masks(volume, box, full, core=1.0)}
     assert all(mask_dice(out[z][0], every[z][0]) > 0.97 for z in every)
+
+
+class EmbeddingEllipsePredictor(EllipsePredictor):
+    """EllipsePredictor whose 'embedding' is the image itself, so that a blend of two slices' embeddings is
+    the blend of the slices, and whose object is where the image is over half of 255; counts decoder calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded = 0
+
+    def get_image_embedding(self) -> Embedding:
+        return Embedding(self.image[None, None].astype(np.float32), self.image.shape)
+
+    def set_image_embedding(self, embedding: Embedding) -> None:
+        self.image = embedding.features[0, 0].round().astype(np.uint8)
+
+    def predict(self, boxes: np.ndarray) -> np.ndarray:
+        self.decoded += 1
+        return super().predict(boxes) & (self.image > 127)
+
+
+def smooth_ball(shape=(40, 64, 64), centre=(20, 32, 32), radius=(15, 20, 20)) -> np.ndarray:
+    """Intensity falling off linearly with the ellipsoidal radius r, over 127 where r < 1."""
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    r = np.sqrt(sum(((grid - c) / s) ** 2 for grid, c, s in zip((zz, yy, xx), centre, radius, strict=True)))
+    return np.clip(255 * (1.5 - r) / 1.0, 0, 255).round().astype(np.uint8)
+
+
+def test_blended_outer_slices_are_decoded_without_an_encoder_pass() -> None:
+    volume = smooth_ball()
+    box = np.array([[12, 12, 5, 52, 52, 35]])  # z 5..35, middle 20; core 0.5: z 13..27
+    outer = set(range(5, 13)) | set(range(28, 36))
+    every, blended = EmbeddingEllipsePredictor(), EmbeddingEllipsePredictor()
+    full = {z: m for z, _, m in propagate_masks(volume, box, every, core=0.5, skip=SliceSkip(4, 0.5, 0))}
+    skip = SliceSkip(4, 0.5, 0, outer_step=2, blend_outer=True)
+    out = {z: m for z, _, m in propagate_masks(volume, box, blended, core=0.5, skip=skip)}
+    assert sorted(out) == sorted(full) == list(range(5, 36))
+    assert len({z for _, z in blended.encoded} & outer) <= 9  # of 16: every 2nd, and each sweep's last
+    assert blended.decoded >= len(outer)  # yet every slice beyond the core was decoded
+    dices = [mask_dice(out[z][0], full[z][0]) for z in outer if full[z].sum() > 20]
+    assert len(dices) >= 10 and min(dices) > 0.9
+
+
+def test_blended_core_decodes_across_a_jump_without_bisecting() -> None:
+    volume = np.zeros((33, 48, 48), np.uint8)
+    volume[:10, 5:20, 5:20] = 200
+    volume[10:, 5:30, 5:30] = 200
+    box = np.array([[0, 0, 0, 47, 47, 32]])
+    predictor = EmbeddingEllipsePredictor()
+    out = {z: m for z, _, m in propagate_masks(volume, box, predictor, core=1.0,
+                                                skip=SliceSkip(8, 0.9, 0, blend_core=True))}
+    assert sorted(out) == list(range(33))
+    assert {z for _, z in predictor.encoded} == {0, 7, 15, 16, 24, 32}  # the step-8 grids of both sweeps only
+    assert out[5][0].sum() < out[14][0].sum()  # the jump, between grid slices 7 and 15: decoded there
+
+
+def test_check_skip_refuses_a_blend_that_is_not_a_flag() -> None:
+    with pytest.raises(ValueError, match="skip_blend_outer"):
+        check_skip(skip_blend_outer="yes")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.predictor import Embedding
 
 OnSlice = Callable[[], None]
 
@@ -30,6 +33,17 @@ class ScoredBoxPredictor(BoxPredictor, Protocol):
 
     def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) boxes -> ((N, H, W) bool masks, (N,) stability scores in [0, 1]; low: doubtful)."""
+
+
+class EmbeddingPredictor(BoxPredictor, Protocol):
+    """A BoxPredictor whose current embedding can be read and replaced (models.predictor.SamPredictor is
+    one): a strategy may decode a slice it never encoded from a blend of its neighbours' embeddings."""
+
+    def get_image_embedding(self) -> Embedding:
+        """The current image's embedding."""
+
+    def set_image_embedding(self, embedding: Embedding) -> None:
+        """Make `embedding` current, as set_image would (no encoder pass)."""
 
 
 def _no_check(**params: Any) -> None:

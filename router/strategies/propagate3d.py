@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from models.boxes import grow_box, mask_bbox
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor, OnSlice, Strategy
+from router.strategies import BoxPredictor, EmbeddingPredictor, OnSlice, Strategy
 from router.strategies.interpolation import interpolate_masks, mask_dice
 from router.strategies.labels import paint_masks
+
+if TYPE_CHECKING:
+    from models.predictor import Embedding
 
 # The challenge baseline grows the previous slice's box by 3 px in its 256-pixel frame.
 GROW_FRACTION = 3 / 256
@@ -44,13 +47,17 @@ class SliceSkip:
     half is settled the same way (bisection), down to neighbouring slices. step 1 decodes every slice (off).
     Beyond the core each prompt comes from the slice decoded before, so the decoded slices there are
     `outer_step` apart (1: every slice, the default); where two disagree, every slice between is decoded
-    in order, as without skipping.
+    in order, as without skipping. With `blend_outer`, the slices between are instead decoded in order,
+    prompted as propagation does, on a blend of the two decoded slices' embeddings (a decoder pass each,
+    no encoder pass); with `blend_core`, so are the core's slices between two that disagree (no bisection).
     """
 
     step: int = 1
     min_dice: float = 0.9
     min_area: int = 0
     outer_step: int = 1
+    blend_outer: bool = False
+    blend_core: bool = False
 
     def agree(self, first: np.ndarray, last: np.ndarray) -> bool:
         """Whether the slices between (H, W) bool masks `first` and `last` of one box may be interpolated."""
@@ -64,7 +71,8 @@ MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (router
 
 
 def check_skip(
-    skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0, skip_outer_step: int = 1
+    skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0, skip_outer_step: int = 1,
+    skip_blend_outer: bool = False, skip_blend_core: bool = False,
 ) -> SliceSkip:
     """The SliceSkip of these routing-table parameters; ValueError unless 1 <= skip_step, skip_outer_step <=
     MAX_SKIP_STEP, 0 <= skip_dice <= 1 and skip_min_area >= 0."""
@@ -75,7 +83,10 @@ def check_skip(
         raise ValueError(f"skip_dice must be in [0, 1], got {skip_dice}")
     if not (isinstance(skip_min_area, int) and skip_min_area >= 0):
         raise ValueError(f"skip_min_area must be a non-negative integer, got {skip_min_area}")
-    return SliceSkip(skip_step, float(skip_dice), skip_min_area, skip_outer_step)
+    for name, flag in (("skip_blend_outer", skip_blend_outer), ("skip_blend_core", skip_blend_core)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be true or false, got {flag}")
+    return SliceSkip(skip_step, float(skip_dice), skip_min_area, skip_outer_step, skip_blend_outer, skip_blend_core)
 
 
 def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -119,9 +130,17 @@ def propagate_masks(
     core_reach = core * (z_max - z_min) / 2
     mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
-    def decode(z: int, active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool) -> np.ndarray:
+    def embedding_of(z: int) -> Embedding:
+        predictor.set_image(volume[z], key=(view, z))  # the cache has it: the slice was just decoded
+        return cast(EmbeddingPredictor, predictor).get_image_embedding()
+
+    def decode(
+        z: int, active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
+        embedding: Embedding | None = None,
+    ) -> np.ndarray:
         """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` (box -> the mask
-        box of the last slice decoded for it) as propagation does; updates `previous`."""
+        box of the last slice decoded for it) as propagation does; updates `previous`. `embedding`: decode
+        on it instead of slice z's own."""
         prompts = np.empty((active.size, 4))
         for row, index in enumerate(active.tolist()):
             if abs(z - z_mid[index]) <= core_reach[index]:  # the middle slice, and the core around it
@@ -129,7 +148,10 @@ def propagate_masks(
                 continue
             prior = previous.get(index) if (upward or index in previous) else mid_bbox[index]
             prompts[row] = boxes_2d[index] if prior is None else grow_box(prior, margin, (height, width))
-        predictor.set_image(volume[z], key=(view, z))
+        if embedding is None:
+            predictor.set_image(volume[z], key=(view, z))
+        else:
+            cast(EmbeddingPredictor, predictor).set_image_embedding(embedding)
         masks = predictor.predict(prompts)
         for row, index in enumerate(active.tolist()):
             previous[index] = mask_bbox(masks[row])
@@ -157,6 +179,12 @@ def propagate_masks(
             between = [interpolate_masks(a, b, high - low - 1) for a, b in pairs]
             for step, position in enumerate(range(low + 1, high)):
                 decoded[position] = np.stack([box_masks[step] for box_masks in between])
+            return
+        if skip.blend_core:
+            first, last = embedding_of(run[low]), embedding_of(run[high])
+            for position in range(low + 1, high):
+                blend = first.blend(last, (position - low) / (high - low))
+                decoded[position] = decode(run[position], active, {}, True, blend)
             return
         middle = (low + high) // 2
         decoded[middle] = decode(run[middle], active, {}, True)  # core prompts need no previous slice
@@ -186,6 +214,16 @@ def propagate_masks(
                     masks, position = decoded[target], target
                     continue
                 target = min(position + skip.outer_step, len(run) - 1)
+                if target - position > 1 and skip.blend_outer:
+                    near, far_embedding = embedding_of(run[position]), embedding_of(run[target])
+                    for offset, z in enumerate(run[position + 1 : target], 1):
+                        blend = near.blend(far_embedding, offset / (target - position))
+                        masks = decode(z, active, previous, upward, blend)
+                        yield emit(z, active, masks)
+                    masks = decode(run[target], active, previous, upward)
+                    yield emit(run[target], active, masks)
+                    position = target
+                    continue
                 if target - position > 1:
                     before = dict(previous)
                     far = decode(run[target], active, previous, upward)
@@ -248,7 +286,9 @@ def _slice_count(boxes: np.ndarray, **_: object) -> int:
     return propagation_steps(boxes)
 
 
-SKIP_PARAMS = ("skip_step", "skip_dice", "skip_min_area", "skip_outer_step")  # check_skip's, by name
+SKIP_PARAMS = (  # check_skip's, by name
+    "skip_step", "skip_dice", "skip_min_area", "skip_outer_step", "skip_blend_outer", "skip_blend_core",
+)
 STRATEGY = Strategy(
     "propagate", dim=3, run=segment_propagate3d, params=("core", *SKIP_PARAMS), check=check_propagate,
     slice_count=_slice_count,
