@@ -9,15 +9,8 @@ is the lever when a case does not fit (`plan_case`); below one box at a time the
 Measured (VmHWM above VmRSS before the case, LiteMedSAM, models compiled, fresh process per case;
 `python -m benchmarks.memory`): on the 13 dev cases, 7 dev-sts cases, the 4 demo cases, the (100, 512,
 512) volume and the 2048x2048 image the estimate is 1.27-2.23 times the peak (lowest: fp32, demo PET);
-docs/results.md "Memory guard" has the table.
-
-Model buffers, measured on LiteMedSAM (RSS growth in MiB, 2 cores; the constants below round up
-the worst precision):
-
-    precision   first encode   first decode (1 box)   per box of the decoder batch
-    bf16              84              34                      14
-    int8             108              50                      26
-    fp32             156              50                      27
+docs/results.md "Memory guard" has the table. Each model's buffers are its ModelSpec's
+(models.registry.ModelBuffers, with the figures measured).
 """
 
 from __future__ import annotations
@@ -26,35 +19,27 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from models.predictor import DEFAULT_CACHE_BYTES, DEFAULT_DECODE_BATCH
+from models.registry import MIB, ModelBuffers, get_spec
 from router.casefile import ArrayHeader, segs_shape
 from router.strategies.propagate3d import MAX_SKIP_STEP
 from router.validation import CaseError, clip_boxes
 
-MIB = 1 << 20
 GIB = 1 << 30
-DECODE_BATCHES = (16, 8, 4, 2, 1)  # tried in turn: the predictor's default first
+
+
+def _halvings(batch: int) -> tuple[int, ...]:
+    """batch, batch // 2, ..., 1."""
+    return (batch, *_halvings(batch // 2)) if batch > 1 else (1,)
+
+
+DECODE_BATCHES = _halvings(DEFAULT_DECODE_BATCH)  # tried in turn: the predictor's default (16) first, halved
 # Anything else a case allocates (resized slices, encoder input, small temporaries, allocator slack).
 MISC_BYTES = 64 * MIB
-EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one cached (1, 256, 64, 64) float32 image embedding
 BOX_CHUNK_2D = 64  # router.strategies.image2d.BOX_BATCH: boxes whose masks exist at once
-
-
-@dataclass(frozen=True)
-class ModelBuffers:
-    """Inference memory OpenVINO allocates on first use and keeps: bytes."""
-
-    first_encode: int
-    first_decode: int
-    per_box: int
-
-
-MODEL_BUFFERS = {"litemedsam": ModelBuffers(192 * MIB, 64 * MIB, 32 * MIB)}
-# Models not measured here (EfficientViT-SAM weights were absent): twice LiteMedSAM's, a guess on the safe side.
-UNMEASURED_BUFFERS = ModelBuffers(384 * MIB, 128 * MIB, 64 * MIB)
 
 
 @dataclass(frozen=True)
@@ -178,7 +163,8 @@ def _sweep_work(pixels: int, masks: int) -> int:
     return _slice_work(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
 
 
-def image2d_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
+def image2d_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int,
+                  embedding_bytes: int) -> int:
     """image2d on an (H, W) image: label map, masks of one chunk of boxes, a zoom crop, resize matrices."""
     height, width = shape
     pixels = height * width
@@ -186,15 +172,17 @@ def image2d_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, c
     return label_bytes * pixels + _slice_work(pixels, min(len(boxes), BOX_CHUNK_2D)) + 3 * pixels + resize_matrices
 
 
-def propagate_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
+def propagate_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int,
+                    embedding_bytes: int) -> int:
     """propagate on a (D, H, W) volume: label map, one slice's masks, the cached embeddings of its slices."""
     depth, height, width = shape
     active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
-    cache = min(cache_bytes, covered(boxes[:, 2], boxes[:, 5], depth) * EMBEDDING_BYTES) + EMBEDDING_BYTES
+    cache = min(cache_bytes, covered(boxes[:, 2], boxes[:, 5], depth) * embedding_bytes) + embedding_bytes
     return label_bytes * math.prod(shape) + _sweep_work(height * width, active) + cache
 
 
-def triplanar_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
+def triplanar_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int,
+                    embedding_bytes: int) -> int:
     """triplanar_vote on a (D, H, W) volume: two transposed copies, label map, float32 `best` map and per-box
     float32 votes (+ bool temporaries of the largest), one slice's masks of the widest view, the cache."""
     depth, height, width = shape
@@ -206,7 +194,7 @@ def triplanar_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int,
     slice_pixels = max(height * width, depth * width, depth * height)
     slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
                  for axis, extent in ((2, depth), (1, height), (0, width)))
-    cache = min(cache_bytes, slices * EMBEDDING_BYTES) + EMBEDDING_BYTES
+    cache = min(cache_bytes, slices * embedding_bytes) + embedding_bytes
     return ((2 + label_bytes + 4) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max())
             + _sweep_work(slice_pixels, active) + cache)
 
@@ -244,7 +232,7 @@ def estimate_case(
     strategy: str,
     model: str,
     warmth: Warmth = Warmth(),
-    cache_bytes: int = 1 << 30,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> Estimate:
     """Upper bound of a case's peak memory above the process's current resident memory, per decoder batch.
 
@@ -261,9 +249,10 @@ def estimate_case(
         return Estimate({batch: reading + MISC_BYTES for batch in DECODE_BATCHES})
     image_bytes = math.prod(shape) * (3 if dim == 2 else 1)
     label_bytes = 1 if len(clipped) <= 255 else 2
+    spec = get_spec(model)
     work = STRATEGY_BYTES.get(strategy, triplanar_bytes if dim == 3 else image2d_bytes)(
-        shape, clipped, label_bytes, cache_bytes)
-    buffers = MODEL_BUFFERS.get(model, UNMEASURED_BUFFERS)
+        shape, clipped, label_bytes, cache_bytes, spec.embedding_bytes)
+    buffers = spec.buffers
     encoder = 0 if warmth.encoded or len(clipped) == 0 else buffers.first_encode
     per_call = len(clipped) if dim == 2 else max(max_overlap(clipped[:, axis], clipped[:, axis + 3], extent)
                                                   for axis, extent in zip((2, 1, 0), shape, strict=True))
