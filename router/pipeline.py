@@ -106,7 +106,7 @@ def plan_memory(
         return default_batch  # read_case names the missing key
     dim, _ = case_kind(path)
     boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
-    estimate = estimate_case(dim, headers, boxes, route.strategy, route.model, warmth, cache_bytes)
+    estimate = estimate_case(dim, headers, boxes, route, warmth, cache_bytes)
     available = memory()
     batch = plan_case(estimate, available, default_batch)
     if batch != default_batch:

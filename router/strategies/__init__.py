@@ -51,6 +51,11 @@ class Strategy:
     params: its StrategyParams subclass; the routing table overrides its fields by name.
     run(image, boxes, predictor, params, on_slice=None) -> label map of the image's spatial shape,
         label i for boxes[i - 1]; on_slice is called once per slice visited (3D progress).
+    working_bytes(shape, boxes, params, embeddings) -> an upper bound of the bytes run() allocates besides
+        the image (label map, masks, votes, cached embeddings) for a label map of `shape` and boxes clipped
+        to it; embeddings: the predictor's cache (router.strategies.footprint.EmbeddingRoom).
+    boxes_per_call(shape, boxes, params) -> the most boxes run() passes to one predict() call (the decoder
+        batch it may reach, whose buffers router/memory.py counts).
     slice_count(boxes, params): how many times run() will call on_slice (0 for 2D).
     """
 
@@ -58,4 +63,6 @@ class Strategy:
     dim: int
     run: Callable[..., np.ndarray]
     params: type[StrategyParams]
+    working_bytes: Callable[..., int]
+    boxes_per_call: Callable[..., int]
     slice_count: Callable[..., int] = _no_slices

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.boxes import clip_to_boxes
+from models.transforms import AXIS_CACHE_SIZE
 from router.casefile import label_dtype
 from router.strategies import OnSlice, ScoredBoxPredictor, Strategy, StrategyParams
+from router.strategies.footprint import EmbeddingRoom, slice_bytes
 from router.strategies.labels import paint_masks
 from router.strategies.zoom import plan_windows, small_boxes
 
@@ -111,4 +113,19 @@ def _run(
     return segment_image2d(image, boxes, predictor, params)
 
 
-STRATEGY = Strategy("image2d", dim=2, run=_run, params=Image2dParams)
+def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams, embeddings: EmbeddingRoom) -> int:
+    """On an (H, W) image: label map, masks of one batch of boxes, a zoom crop, resize matrices."""
+    height, width = shape
+    pixels = height * width
+    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+    resize_matrices = AXIS_CACHE_SIZE * (height + width) * 256 * 4  # models.transforms.bilinear_axis' cache
+    return label_bytes * pixels + slice_bytes(pixels, min(len(boxes), BOX_BATCH)) + 3 * pixels + resize_matrices
+
+
+def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams) -> int:
+    """Boxes are decoded BOX_BATCH at a time."""
+    return min(len(boxes), BOX_BATCH)
+
+
+STRATEGY = Strategy("image2d", dim=2, run=_run, params=Image2dParams, working_bytes=working_bytes,
+                    boxes_per_call=boxes_per_call)

@@ -11,6 +11,7 @@ together, so each slice is encoded once (through the predictor's embedding cache
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ import numpy as np
 from models.boxes import grow_box, mask_bbox
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy, StrategyParams
+from router.strategies.footprint import EmbeddingRoom, covered, max_overlap, most_active, slice_bytes
 from router.strategies.interpolation import interpolate_masks, mask_dice
 from router.strategies.labels import paint_masks
 
@@ -59,7 +61,7 @@ class SliceSkip:
         return min(sizes) >= max(self.min_area, 1) and mask_dice(first, last) >= self.min_dice
 
 
-MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (router/memory.py counts them)
+MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (sweep_bytes counts them)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,4 +266,27 @@ def _slice_count(boxes: np.ndarray, params: PropagateParams) -> int:
     return propagation_steps(boxes)
 
 
-STRATEGY = Strategy("propagate", dim=3, run=segment_propagate3d, params=PropagateParams, slice_count=_slice_count)
+def sweep_bytes(pixels: int, masks: int) -> int:
+    """A sweep's slice work (slice_bytes), with the masks of up to MAX_SKIP_STEP slices held between two
+    decoded ones and the two float32 distance maps that interpolate them (SliceSkip)."""
+    return slice_bytes(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
+
+
+def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams, embeddings: EmbeddingRoom) -> int:
+    """On a (D, H, W) volume: label map, one sweep's masks, the cached embeddings of its slices."""
+    depth, height, width = shape
+    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+    active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
+    cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
+    return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache
+
+
+def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
+    """The boxes active on one slice; counted on all three axes (an upper bound of the axial sweep's)."""
+    return most_active(shape, boxes)
+
+
+STRATEGY = Strategy(
+    "propagate", dim=3, run=segment_propagate3d, params=PropagateParams, working_bytes=working_bytes,
+    boxes_per_call=boxes_per_call, slice_count=_slice_count,
+)

@@ -9,13 +9,15 @@ simply the lowest label. Masks are counted only inside each box, so the result s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
-from router.strategies.propagate3d import PropagateParams, propagate_masks, propagation_steps
+from router.strategies.footprint import EmbeddingRoom, covered, most_active
+from router.strategies.propagate3d import PropagateParams, propagate_masks, propagation_steps, sweep_bytes
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -103,6 +105,27 @@ def vote_slice_count(boxes: np.ndarray, params: TriplanarParams) -> int:
     return sum(propagation_steps(view_boxes(boxes, VIEW_AXES[view])) for view in params.views)
 
 
+def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams, embeddings: EmbeddingRoom) -> int:
+    """On a (D, H, W) volume: two transposed copies, label map, float32 `best` map and per-box float32 votes
+    (+ bool temporaries of the largest), one slice's masks of the widest view, the cache of every view."""
+    depth, height, width = shape
+    voxels = math.prod(shape)
+    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+    sizes = (boxes[:, 3:] - boxes[:, :3] + 1).astype(np.int64)
+    box_voxels = sizes.prod(axis=1) if len(boxes) else np.zeros(1, np.int64)
+    slice_pixels = max(height * width, depth * width, depth * height)
+    slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
+                 for axis, extent in ((2, depth), (1, height), (0, width)))
+    return ((2 + label_bytes + 4) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max())
+            + sweep_bytes(slice_pixels, most_active(shape, boxes)) + embeddings.cached(slices))
+
+
+def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams) -> int:
+    """The boxes active on one slice of the widest view."""
+    return most_active(shape, boxes)
+
+
 STRATEGY = Strategy(
-    "triplanar_vote", dim=3, run=segment_triplanar, params=TriplanarParams, slice_count=vote_slice_count,
+    "triplanar_vote", dim=3, run=segment_triplanar, params=TriplanarParams, working_bytes=working_bytes,
+    boxes_per_call=boxes_per_call, slice_count=vote_slice_count,
 )
