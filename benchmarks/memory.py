@@ -42,8 +42,8 @@ def measure_one(path: Path, precision: str, threads: int) -> dict[str, object]:
     predictor = pool.get(route.model)
     headers = read_headers(path)
     boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
-    estimate = estimate_case(dim, headers, boxes, route.strategy, route.model, Warmth(),
-                             predictor.cache.budget_bytes).by_batch[predictor.decode_batch]
+    estimate = estimate_case(dim, headers, boxes, route, Warmth(), predictor.cache.budget_bytes).by_batch[
+        predictor.decode_batch]
     before = _vm("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     with tempfile.TemporaryDirectory() as folder:

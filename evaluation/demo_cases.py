@@ -9,6 +9,9 @@
 
 Boxes are tight, inclusive bounding boxes of each label (2D [x0,y0,x1,y1], 3D [x0,y0,z0,x1,y1,z1]);
 3D spacing is stored in SimpleITK (x, y, z) order, as in the challenge.
+
+The cases come from sample_data/, a folder of the source checkout that the wheel does not install: this
+runs from a checkout (./build.sh demo) and elsewhere stops with one line saying so.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from models.boxes import boxes_from_labels
-from sample_data.stardist import stardist_nuclei
-from sample_data.synthetic import synthetic_ct, synthetic_mr, synthetic_pet
+
+NO_SAMPLE_DATA = ("evaluation.demo_cases needs sample_data/, which only a source checkout has (the wheel does "
+                  "not install it): run it there, e.g. ./build.sh demo")
 
 
 def _save(path: Path, **arrays: np.ndarray) -> None:
@@ -29,7 +33,15 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
 
 
 def make_demo_cases(out: Path, seed: int = 0) -> list[str]:
-    """Write demo inputs to out/inputs and ground truth to out/gts; return the case names."""
+    """Write demo inputs to out/inputs and ground truth to out/gts; return the case names. Raises
+    ModuleNotFoundError (NO_SAMPLE_DATA) outside a source checkout."""
+    try:
+        from sample_data.stardist import stardist_nuclei
+        from sample_data.synthetic import synthetic_ct, synthetic_mr, synthetic_pet
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "sample_data":
+            raise
+        raise ModuleNotFoundError(NO_SAMPLE_DATA, name="sample_data") from error
     rng = np.random.default_rng(seed)
     names = []
     image, labels = stardist_nuclei()
@@ -54,7 +66,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo"))
     args = parser.parse_args()
-    for name in make_demo_cases(args.out):
+    try:
+        names = make_demo_cases(args.out)
+    except ModuleNotFoundError as error:
+        if error.name != "sample_data":
+            raise
+        raise SystemExit(f"error: {error}") from None
+    for name in names:
         print(f"demo case {args.out / 'inputs' / name}.npz")
 
 

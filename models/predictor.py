@@ -29,6 +29,7 @@ from models.transforms import (
 )
 
 DEFAULT_CACHE_BYTES = 1 << 30
+DEFAULT_DECODE_BATCH = 16  # boxes per decoder call (SamPredictor's decode_batch)
 # How ov.save_model writes OpenVINO's "keep this op in f32" mark (models/export/ir_precision.py).
 PRECISE_ATTRIBUTE = "DisablePrecisionConversion"
 
@@ -140,7 +141,7 @@ class SamPredictor:
         threads: int | None = None,
         precision: str = "fp32",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
-        decode_batch: int = 16,
+        decode_batch: int = DEFAULT_DECODE_BATCH,
         core: ov.Core | None = None,
         ov_cache: Path | None = None,
     ) -> None:

@@ -9,6 +9,7 @@ Two families with DIFFERENT preprocessing; mixing them silently ruins accuracy:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,30 @@ Normalisation = Literal["minmax", "imagenet"]
 PRECISIONS = ("fp32", "bf16", "int8")
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "ir"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelBuffers:
+    """Inference memory OpenVINO allocates on a model's first use and keeps, bytes: on the first encode,
+    on the first decode (one box), and per box of the largest decoder batch run (router/memory.py).
+
+    Measured on LiteMedSAM (RSS growth in MiB, 2 cores; LITEMEDSAM_BUFFERS rounds up the worst precision):
+
+        precision   first encode   first decode (1 box)   per box of the decoder batch
+        bf16              84              34                      14
+        int8             108              50                      26
+        fp32             156              50                      27
+    """
+
+    first_encode: int
+    first_decode: int
+    per_box: int
+
+
+LITEMEDSAM_BUFFERS = ModelBuffers(192 * MIB, 64 * MIB, 32 * MIB)
+# Models not measured here (EfficientViT-SAM weights were absent): twice LiteMedSAM's, a guess on the safe side.
+UNMEASURED_BUFFERS = ModelBuffers(384 * MIB, 128 * MIB, 64 * MIB)
 
 
 @dataclass(frozen=True)
@@ -29,8 +54,9 @@ class ModelSpec:
     image_size: side of the square encoder input (pixels).
     prompt_frame: side of the square frame in which the decoder reads boxes and to which masks are
         upsampled before cropping (equals image_size for LiteMedSAM, 1024 for EfficientViT-SAM).
-    embedding_shape: shape of one image embedding, (1, C, h, w).
+    embedding_shape: shape of one image embedding, (1, C, h, w), float32.
     weights: file name of the source checkpoint (build time), as in models/weights_manifest.toml.
+    buffers: the inference memory OpenVINO allocates for it and keeps (ModelBuffers).
     floor_boxes: truncate scaled box coordinates to integers, as the LiteMedSAM challenge baseline does.
     """
 
@@ -40,7 +66,13 @@ class ModelSpec:
     normalisation: Normalisation
     embedding_shape: tuple[int, int, int, int]
     weights: str
+    buffers: ModelBuffers
     floor_boxes: bool = False
+
+    @property
+    def embedding_bytes(self) -> int:
+        """Bytes of one image embedding (float32)."""
+        return math.prod(self.embedding_shape) * 4
 
     @property
     def encoder_file(self) -> str:
@@ -59,15 +91,15 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "litemedsam": ModelSpec(
         "litemedsam", image_size=256, prompt_frame=256, normalisation="minmax",
-        embedding_shape=(1, 256, 64, 64), weights="lite_medsam.pth", floor_boxes=True,
+        embedding_shape=(1, 256, 64, 64), weights="lite_medsam.pth", buffers=LITEMEDSAM_BUFFERS, floor_boxes=True,
     ),
     "efficientvit_sam_l0": ModelSpec(
         "efficientvit_sam_l0", image_size=512, prompt_frame=1024, normalisation="imagenet",
-        embedding_shape=(1, 256, 64, 64), weights="efficientvit_sam_l0.pt",
+        embedding_shape=(1, 256, 64, 64), weights="efficientvit_sam_l0.pt", buffers=UNMEASURED_BUFFERS,
     ),
     "efficientvit_sam_l1": ModelSpec(
         "efficientvit_sam_l1", image_size=512, prompt_frame=1024, normalisation="imagenet",
-        embedding_shape=(1, 256, 64, 64), weights="efficientvit_sam_l1.pt",
+        embedding_shape=(1, 256, 64, 64), weights="efficientvit_sam_l1.pt", buffers=UNMEASURED_BUFFERS,
     ),
 }
 

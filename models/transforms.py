@@ -12,6 +12,7 @@ from models.resample import resize_area
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], np.float32)
+AXIS_CACHE_SIZE = 16  # bilinear_axis keeps this many axis matrices (images repeat shapes)
 
 
 def longest_side_shape(height: int, width: int, target: int) -> tuple[int, int]:
@@ -98,7 +99,7 @@ class BilinearAxis:
         return int(np.searchsorted(self.last, low, "left")), int(np.searchsorted(self.first, high, "right"))
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=AXIS_CACHE_SIZE)
 def bilinear_axis(size_in: int, size_out: int) -> BilinearAxis:
     """The resampling of one axis from `size_in` to `size_out` samples (cached: images repeat shapes)."""
     source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)

@@ -2,7 +2,8 @@
 
 `estimate_case` is an upper bound of a case's peak memory above the process's resident memory before
 it (models compiled): the arrays as loaded and converted, the strategy's working memory (label map,
-masks, vote arrays, the embedding cache) and the model's inference buffers that are not allocated yet.
+masks, vote arrays, the embedding cache: its Strategy.working_bytes) and the model's inference buffers
+that are not allocated yet (its ModelSpec.buffers, models.registry.ModelBuffers, with the figures measured).
 OpenVINO keeps the buffers of the largest decoder batch it has run, so decoding fewer boxes at a time
 is the lever when a case does not fit (`plan_case`); below one box at a time the case is refused.
 
@@ -10,51 +11,35 @@ Measured (VmHWM above VmRSS before the case, LiteMedSAM, models compiled, fresh 
 `python -m benchmarks.memory`): on the 13 dev cases, 7 dev-sts cases, the 4 demo cases, the (100, 512,
 512) volume and the 2048x2048 image the estimate is 1.27-2.23 times the peak (lowest: fp32, demo PET);
 docs/results.md "Memory guard" has the table.
-
-Model buffers, measured on LiteMedSAM (RSS growth in MiB, 2 cores; the constants below round up
-the worst precision):
-
-    precision   first encode   first decode (1 box)   per box of the decoder batch
-    bf16              84              34                      14
-    int8             108              50                      26
-    fp32             156              50                      27
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from models.predictor import DEFAULT_CACHE_BYTES, DEFAULT_DECODE_BATCH
+from models.registry import MIB, ModelBuffers, get_spec
 from router.casefile import ArrayHeader, segs_shape
-from router.strategies.propagate3d import MAX_SKIP_STEP
+from router.routing import Route
+from router.strategies.footprint import EmbeddingRoom
+from router.strategies.registry import get_strategy
 from router.validation import CaseError, clip_boxes
 
-MIB = 1 << 20
 GIB = 1 << 30
-DECODE_BATCHES = (16, 8, 4, 2, 1)  # tried in turn: the predictor's default first
+
+
+def _halvings(batch: int) -> tuple[int, ...]:
+    """batch, batch // 2, ..., 1."""
+    return (batch, *_halvings(batch // 2)) if batch > 1 else (1,)
+
+
+DECODE_BATCHES = _halvings(DEFAULT_DECODE_BATCH)  # tried in turn: the predictor's default (16) first, halved
 # Anything else a case allocates (resized slices, encoder input, small temporaries, allocator slack).
 MISC_BYTES = 64 * MIB
-EMBEDDING_BYTES = 256 * 64 * 64 * 4  # one cached (1, 256, 64, 64) float32 image embedding
-BOX_CHUNK_2D = 64  # router.strategies.image2d.BOX_BATCH: boxes whose masks exist at once
-
-
-@dataclass(frozen=True)
-class ModelBuffers:
-    """Inference memory OpenVINO allocates on first use and keeps: bytes."""
-
-    first_encode: int
-    first_decode: int
-    per_box: int
-
-
-MODEL_BUFFERS = {"litemedsam": ModelBuffers(192 * MIB, 64 * MIB, 32 * MIB)}
-# Models not measured here (EfficientViT-SAM weights were absent): twice LiteMedSAM's, a guess on the safe side.
-UNMEASURED_BUFFERS = ModelBuffers(384 * MIB, 128 * MIB, 64 * MIB)
 
 
 @dataclass(frozen=True)
@@ -140,24 +125,6 @@ def read_bytes(dim: int, image: ArrayHeader, other_bytes: int) -> int:
     return loaded + convert + elements
 
 
-def max_overlap(lows: np.ndarray, highs: np.ndarray, size: int) -> int:
-    """Most inclusive [low, high] ranges covering one index of 0..size-1 (boxes active on one slice)."""
-    if len(lows) == 0:
-        return 0
-    counts = np.zeros(size + 1, np.int64)
-    np.add.at(counts, np.clip(lows, 0, size - 1), 1)
-    np.add.at(counts, np.clip(highs, 0, size - 1) + 1, -1)
-    return int(np.cumsum(counts).max())
-
-
-def covered(lows: np.ndarray, highs: np.ndarray, size: int) -> int:
-    """How many indices of 0..size-1 some inclusive [low, high] range covers (slices a sweep encodes)."""
-    hit = np.zeros(size, bool)
-    for low, high in zip(lows, highs, strict=True):
-        hit[max(low, 0) : min(high, size - 1) + 1] = True
-    return int(hit.sum())
-
-
 def _decoder(buffers: ModelBuffers, warmth: Warmth, boxes_per_call: int, decode_batch: int) -> int:
     """Decoder buffers still to be allocated for calls of up to `boxes_per_call` boxes."""
     batch = min(decode_batch, boxes_per_call)
@@ -165,56 +132,6 @@ def _decoder(buffers: ModelBuffers, warmth: Warmth, boxes_per_call: int, decode_
         return 0
     first = 0 if warmth.decoded_batch else buffers.first_decode
     return first + max(0, batch - max(warmth.decoded_batch, 1)) * buffers.per_box
-
-
-def _slice_work(pixels: int, masks: int) -> int:
-    """Per slice: `masks` bool masks, paint_masks' two bool temporaries, upsampling's float32 region."""
-    return masks * pixels + 2 * pixels + 4 * pixels
-
-
-def _sweep_work(pixels: int, masks: int) -> int:
-    """A 3D sweep's slice work, with the masks of up to MAX_SKIP_STEP slices held between two decoded ones
-    and the two float32 distance maps that interpolate them (router.strategies.propagate3d.SliceSkip)."""
-    return _slice_work(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
-
-
-def image2d_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
-    """image2d on an (H, W) image: label map, masks of one chunk of boxes, a zoom crop, resize matrices."""
-    height, width = shape
-    pixels = height * width
-    resize_matrices = 16 * (height + width) * 256 * 4  # models.transforms.bilinear_axis, lru_cache of 16
-    return label_bytes * pixels + _slice_work(pixels, min(len(boxes), BOX_CHUNK_2D)) + 3 * pixels + resize_matrices
-
-
-def propagate_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
-    """propagate on a (D, H, W) volume: label map, one slice's masks, the cached embeddings of its slices."""
-    depth, height, width = shape
-    active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
-    cache = min(cache_bytes, covered(boxes[:, 2], boxes[:, 5], depth) * EMBEDDING_BYTES) + EMBEDDING_BYTES
-    return label_bytes * math.prod(shape) + _sweep_work(height * width, active) + cache
-
-
-def triplanar_bytes(shape: tuple[int, ...], boxes: np.ndarray, label_bytes: int, cache_bytes: int, **_: Any) -> int:
-    """triplanar_vote on a (D, H, W) volume: two transposed copies, label map, float32 `best` map and per-box
-    float32 votes (+ bool temporaries of the largest), one slice's masks of the widest view, the cache."""
-    depth, height, width = shape
-    voxels = math.prod(shape)
-    sizes = (boxes[:, 3:] - boxes[:, :3] + 1).astype(np.int64)
-    box_voxels = sizes.prod(axis=1) if len(boxes) else np.zeros(1, np.int64)
-    active = max(max_overlap(boxes[:, axis], boxes[:, axis + 3], extent)
-                 for axis, extent in ((2, depth), (1, height), (0, width)))
-    slice_pixels = max(height * width, depth * width, depth * height)
-    slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
-                 for axis, extent in ((2, depth), (1, height), (0, width)))
-    cache = min(cache_bytes, slices * EMBEDDING_BYTES) + EMBEDDING_BYTES
-    return ((2 + label_bytes + 4) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max())
-            + _sweep_work(slice_pixels, active) + cache)
-
-
-# strategy name -> bytes its run needs besides the image (shape, clipped boxes, label itemsize, cache budget)
-STRATEGY_BYTES: dict[str, Callable[..., int]] = {
-    "image2d": image2d_bytes, "propagate": propagate_bytes, "triplanar_vote": triplanar_bytes,
-}
 
 
 def checked_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -241,16 +158,17 @@ def estimate_case(
     dim: int,
     headers: dict[str, ArrayHeader],
     boxes: np.ndarray | None,
-    strategy: str,
-    model: str,
+    route: Route,
     warmth: Warmth = Warmth(),
-    cache_bytes: int = 1 << 30,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> Estimate:
     """Upper bound of a case's peak memory above the process's current resident memory, per decoder batch.
 
     headers: read_headers of the case; boxes: its `boxes` as stored (None: not readable, estimate the
-    reading only, as read_case will refuse it). Read and run phases do not overlap (the loaded array is
-    the case image or freed by its conversion), so the need is the larger of the two, plus MISC_BYTES.
+    reading only, as read_case will refuse it); route: what will run it, whose strategy estimates its
+    working memory and whose model's buffers (ModelSpec.buffers) are counted. Read and run phases do not
+    overlap (the loaded array is the case image or freed by its conversion), so the need is the larger of
+    the two, plus MISC_BYTES.
     """
     image = headers["imgs"]
     others = sum(header.nbytes for name, header in headers.items() if name in ("boxes", "spacing"))
@@ -260,14 +178,11 @@ def estimate_case(
     if shape is None or clipped is None:
         return Estimate({batch: reading + MISC_BYTES for batch in DECODE_BATCHES})
     image_bytes = math.prod(shape) * (3 if dim == 2 else 1)
-    label_bytes = 1 if len(clipped) <= 255 else 2
-    work = STRATEGY_BYTES.get(strategy, triplanar_bytes if dim == 3 else image2d_bytes)(
-        shape, clipped, label_bytes, cache_bytes)
-    buffers = MODEL_BUFFERS.get(model, UNMEASURED_BUFFERS)
+    strategy, spec = get_strategy(route.strategy), get_spec(route.model)
+    work = strategy.working_bytes(shape, clipped, route.params, EmbeddingRoom(spec.embedding_bytes, cache_bytes))
+    per_call = strategy.boxes_per_call(shape, clipped, route.params)
+    buffers = spec.buffers
     encoder = 0 if warmth.encoded or len(clipped) == 0 else buffers.first_encode
-    per_call = len(clipped) if dim == 2 else max(max_overlap(clipped[:, axis], clipped[:, axis + 3], extent)
-                                                  for axis, extent in zip((2, 1, 0), shape, strict=True))
-    per_call = min(per_call, BOX_CHUNK_2D) if dim == 2 else per_call
     return Estimate({
         batch: max(reading, image_bytes + work + encoder + _decoder(buffers, warmth, per_call, batch)) + MISC_BYTES
         for batch in DECODE_BATCHES

@@ -60,7 +60,7 @@ class CaseResult:
 
 def slice_steps(case: Case, route: Route) -> int:
     """How many slices a 3D case's strategy will visit (the total of its progress bar); 0 for 2D."""
-    return get_strategy(route.strategy).slice_count(case.boxes, **route.params)
+    return get_strategy(route.strategy).slice_count(case.boxes, route.params)
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,7 @@ def segment_case(
     strategy = get_strategy(route.strategy)
     predictor.reset()  # embeddings never carry over from one case to the next
     try:
-        return strategy.run(case.image, case.boxes, Decoding(predictor, decode_batch), on_slice=on_slice,
-                            **route.params)
+        return strategy.run(case.image, case.boxes, Decoding(predictor, decode_batch), route.params, on_slice)
     finally:
         predictor.reset()  # free the cache's memory between cases
 
@@ -113,7 +112,7 @@ def plan_memory(
         return default_batch  # read_case names the missing key
     dim, _ = case_kind(path)
     boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
-    estimate = estimate_case(dim, headers, boxes, route.strategy, route.model, warmth, cache_bytes)
+    estimate = estimate_case(dim, headers, boxes, route, warmth, cache_bytes)
     available = memory()
     batch = plan_case(estimate, available, default_batch)
     if batch != default_batch:

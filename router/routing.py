@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from models.registry import FALLBACK_MODEL, MODELS
 from router.modality import MODALITY_ALIASES, UNKNOWN_PREFIX
+from router.strategies import StrategyParams
 from router.strategies.registry import DEFAULT_2D, DEFAULT_3D, STRATEGIES
 
 DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.toml"
@@ -20,12 +21,12 @@ DEFAULTS = {2: DEFAULT_2D, 3: DEFAULT_3D}
 @dataclass(frozen=True)
 class Route:
     """What runs one case: model name, strategy name (router.strategies.registry), the strategy's
-    parameters, a note when the route differs from the table (fallback, unknown), and the table's model
-    when it was not built and LiteMedSAM runs instead."""
+    parameters (its StrategyParams), a note when the route differs from the table (fallback, unknown), and
+    the table's model when it was not built and LiteMedSAM runs instead."""
 
     model: str
     strategy: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: StrategyParams
     note: str = ""
     fallback_from: str = ""
 
@@ -71,15 +72,15 @@ class RoutingTable:
                 raise ValueError(f"{where} names unknown {dim}D strategy '{strategy_name}' (known: {', '.join(names)})")
         for strategy_name, strategy in STRATEGIES.items():
             params = entry.get(strategy_name, {})
-            extra = set(params) - set(strategy.params)
+            known = [field.name for field in fields(strategy.params)]
+            extra = set(params) - set(known)
             if extra:
                 raise ValueError(f"{where}.{strategy_name} has unknown parameter(s) {sorted(extra)} "
-                                 f"(known: {', '.join(strategy.params) or 'none'})")
-            if params:
-                try:
-                    strategy.check(**params)
-                except (TypeError, ValueError) as error:
-                    raise ValueError(f"{where}.{strategy_name}: {error}") from error
+                                 f"(known: {', '.join(known) or 'none'})")
+            try:
+                strategy.params(**params)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{where}.{strategy_name}: {error}") from error
 
     @classmethod
     def load(cls, path: Path | None = None) -> RoutingTable:
@@ -103,5 +104,5 @@ class RoutingTable:
         else:
             fallback_from = ""
         strategy = merged.get(STRATEGY_KEYS[dim], DEFAULTS[dim])
-        params = dict(merged.get(strategy, {}))
+        params = STRATEGIES[strategy].params(**merged.get(strategy, {}))  # names and values checked on load
         return Route(model, strategy, params, "; ".join(notes), fallback_from)

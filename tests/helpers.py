@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from models.boxes import boxes_from_labels
+from router.routing import Route
 from router.strategies.interpolation import mask_dice
+from router.strategies.registry import get_strategy
 from sample_data.synthetic import blob_volume
 
 dice = mask_dice  # Dice of two bool masks, 1.0 when both are empty: the runtime's own
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "blob_volume", "dice", "tight_box3d", "write_case"]
+__all__ = ["ROOT", "blob_volume", "dice", "strategy_route", "tight_box3d", "write_case"]
 
 
 def write_case(path: Path, **arrays: np.ndarray) -> Path:
@@ -22,6 +24,11 @@ def write_case(path: Path, **arrays: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path
+
+
+def strategy_route(strategy: str, model: str = "litemedsam") -> Route:
+    """A route that runs `strategy` with its default (shipped) parameters on `model`."""
+    return Route(model, strategy, get_strategy(strategy).params())
 
 
 def tight_box3d(mask: np.ndarray) -> np.ndarray:

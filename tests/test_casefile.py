@@ -8,7 +8,7 @@ import pytest
 
 from router.casefile import CaseError, read_case
 from router.validation import to_uint8, validate_case
-from tests.helpers import write_case
+from tests.helpers import strategy_route, write_case
 
 
 def test_float_image_in_unit_range_keeps_its_grey_levels():
@@ -110,8 +110,8 @@ def test_one_box_check_for_read_case_convert_and_the_memory_guard(tmp_path):
     with pytest.raises(ConvertError, match=r"box 0 is degenerate \(a min corner exceeds its max corner\): \[9, 3, 2"):
         check_boxes(degenerate, (16, 32))
     assert check_boxes(np.array([[-5, 3, 40, 9]]), (16, 32)).tolist() == [[0, 3, 31, 9]]
-    headers = read_headers(path)
-    reading_only = estimate_case(2, headers, None, "image2d", "litemedsam").by_batch
-    assert estimate_case(2, headers, degenerate, "image2d", "litemedsam").by_batch == reading_only
-    assert estimate_case(2, headers, outside, "image2d", "litemedsam").by_batch == reading_only
-    assert estimate_case(2, headers, good, "image2d", "litemedsam").by_batch[16] > reading_only[16]
+    headers, route = read_headers(path), strategy_route("image2d")
+    reading_only = estimate_case(2, headers, None, route).by_batch
+    assert estimate_case(2, headers, degenerate, route).by_batch == reading_only
+    assert estimate_case(2, headers, outside, route).by_batch == reading_only
+    assert estimate_case(2, headers, good, route).by_batch[16] > reading_only[16]

@@ -117,3 +117,14 @@ def test_wheel_holds_the_runtime_evaluation_and_convert_only(tmp_path) -> None:
     assert top == {"predict.py", "router", "models", "evaluation", "convert"}, top
     assert "router/routes.toml" in names and "router/strategies/registry.py" in names
     assert not [name for name in names if name.startswith("models/export/")]
+
+
+def test_demo_cases_outside_a_checkout_say_so_in_one_line(tmp_path) -> None:
+    """evaluation.demo_cases makes its cases from sample_data/, which the wheel does not install."""
+    code = ("import sys\nsys.modules['sample_data'] = None  # as where only the wheel is installed\n"
+            f"sys.argv = ['demo_cases', '--out', r'{tmp_path / 'demo'}']\n"
+            "import evaluation.demo_cases\nevaluation.demo_cases.main()\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: evaluation.demo_cases needs sample_data/") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "demo").exists()

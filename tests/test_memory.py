@@ -21,7 +21,8 @@ from router.memory import (
     estimate_case,
     plan_case,
 )
-from tests.helpers import write_case
+from router.routing import Route
+from tests.helpers import strategy_route, write_case
 
 
 def forged_npz(path: Path, shape: tuple[int, ...], dtype: str = "|u1") -> Path:
@@ -91,7 +92,7 @@ def test_available_is_the_limit_less_resident_memory_capped_by_memavailable(tmp_
 
 def test_a_bomb_is_refused_naming_both_sizes(tmp_path):
     headers = read_headers(forged_npz(tmp_path / "3DBox_CT_bomb.npz", (1200, 3000, 3000)))
-    estimate = estimate_case(3, headers, np.array([[1, 1, 1, 4, 4, 4]]), "propagate", "litemedsam")
+    estimate = estimate_case(3, headers, np.array([[1, 1, 1, 4, 4, 4]]), strategy_route("propagate"))
     assert estimate.by_batch[1] > 10.8e9
     with pytest.raises(CaseError, match=r"needs \d+\.\d\d GiB of memory, 7\.00 GiB available"):
         plan_case(estimate, 7 * GIB)
@@ -100,7 +101,7 @@ def test_a_bomb_is_refused_naming_both_sizes(tmp_path):
 def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
     headers = headers_of(tmp_path, np.zeros((256, 256, 3), np.uint8))
     boxes = np.array([[10, 10, 50, 50]] * 40)
-    estimate = estimate_case(2, headers, boxes, "image2d", "litemedsam")
+    estimate = estimate_case(2, headers, boxes, strategy_route("image2d"))
     needs = [estimate.by_batch[batch] for batch in DECODE_BATCHES]
     assert needs == sorted(needs, reverse=True) and needs[0] > needs[-1] + 400 * MIB  # 15 boxes x 32 MiB
     assert plan_case(estimate, needs[0]) == 16
@@ -110,17 +111,41 @@ def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
     with pytest.raises(CaseError, match="needs"):
         plan_case(estimate, needs[-1] - 1)
     # a warm predictor has its buffers already: only growth beyond its largest batch counts
-    warm = estimate_case(2, headers, boxes, "image2d", "litemedsam", Warmth(encoded=True, decoded_batch=16))
+    warm = estimate_case(2, headers, boxes, strategy_route("image2d"), Warmth(encoded=True, decoded_batch=16))
     assert warm.by_batch[16] == warm.by_batch[1] < needs[-1]
 
 
 def test_estimate_grows_with_the_volume_and_the_votes(tmp_path):
     small = headers_of(tmp_path, np.zeros((20, 64, 64), np.uint8))
     boxes = np.array([[5, 5, 2, 40, 40, 15]])
-    propagate = estimate_case(3, small, boxes, "propagate", "litemedsam").by_batch[16]
-    vote = estimate_case(3, small, boxes, "triplanar_vote", "litemedsam").by_batch[16]
+    propagate = estimate_case(3, small, boxes, strategy_route("propagate")).by_batch[16]
+    vote = estimate_case(3, small, boxes, strategy_route("triplanar_vote")).by_batch[16]
     assert vote > propagate
     big = headers_of(tmp_path, np.zeros((200, 64, 64), np.uint8))
-    assert estimate_case(3, big, boxes, "propagate", "litemedsam").by_batch[16] > propagate
+    assert estimate_case(3, big, boxes, strategy_route("propagate")).by_batch[16] > propagate
     floats = headers_of(tmp_path, np.zeros((20, 64, 64), np.float32))
-    assert estimate_case(3, floats, boxes, "propagate", "litemedsam").by_batch[16] >= propagate
+    assert estimate_case(3, floats, boxes, strategy_route("propagate")).by_batch[16] >= propagate
+
+
+def test_the_strategy_estimates_its_own_working_memory(tmp_path, monkeypatch):
+    """estimate_case asks the route's strategy (a new strategy needs no entry here) and the model's spec."""
+    from router.strategies import Strategy, registry
+    from router.strategies.image2d import Image2dParams
+
+    def working_bytes(shape, boxes, params, embeddings):
+        return 7 * GIB
+
+    def boxes_per_call(shape, boxes, params):
+        return 1
+
+    fake = Strategy("fake2d", dim=2, run=lambda *args: None, params=Image2dParams, working_bytes=working_bytes,
+                    boxes_per_call=boxes_per_call)
+    monkeypatch.setitem(registry.STRATEGIES, "fake2d", fake)
+    headers = headers_of(tmp_path, np.zeros((64, 64, 3), np.uint8))
+    boxes = np.array([[1, 1, 30, 30]] * 20)
+    estimate = estimate_case(2, headers, boxes, Route("litemedsam", "fake2d", Image2dParams()))
+    assert 7 * GIB < estimate.by_batch[16] == estimate.by_batch[1] < 8 * GIB  # one box per call: no batch grows
+    guessed = estimate_case(2, headers, boxes, Route("efficientvit_sam_l0", "fake2d", Image2dParams()))
+    assert guessed.by_batch[1] > estimate.by_batch[1]  # unmeasured buffers: the larger guess
+    with pytest.raises(KeyError, match="unknown strategy 'nothing'"):
+        estimate_case(2, headers, boxes, Route("litemedsam", "nothing", Image2dParams()))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.boxes import boxes_from_labels
-from router.strategies.image2d import segment_image2d
+from router.strategies.image2d import Image2dParams, segment_image2d
 from tests.helpers import dice
 
 
@@ -43,7 +43,7 @@ def test_per_box_parity_on_real_nuclei(nuclei, litemedsam, torch_baseline):
 def test_label_map_matches_torch_baseline(nuclei, litemedsam, torch_baseline):
     image, labels = nuclei
     boxes = boxes_from_labels(labels)[:40]
-    ours = segment_image2d(image, boxes, litemedsam, zoom_below=0.0, clip_to_box=False)  # the baseline's way
+    ours = segment_image2d(image, boxes, litemedsam, Image2dParams(zoom_below=0.0, clip_to_box=False))  # the baseline's
     theirs = torch_baseline.segment_2d(image, boxes)
     assert ours.dtype == theirs.dtype == np.uint8
     agreement = np.mean(ours == theirs)

@@ -34,8 +34,8 @@ def test_memory_guard_passes_a_smaller_decoder_batch_and_leaves_the_predictor_as
     table = RoutingTable.load()
     pool = ModelPool(ir_dir, 1, "fp32")
     predictor = pool.get("litemedsam")
-    estimate = estimate_case(2, read_headers(path), boxes, "image2d", "litemedsam", Warmth(),
-                             predictor.cache.budget_bytes)
+    route = table.route(2, "Endoscopy", pool.available)
+    estimate = estimate_case(2, read_headers(path), boxes, route, Warmth(), predictor.cache.budget_bytes)
     seg_log = logging.getLogger("seg")
     lines = Lines()
     seg_log.addHandler(lines)

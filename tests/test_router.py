@@ -6,6 +6,9 @@ import pytest
 
 from router.modality import CaseNameError, parse_case_name
 from router.routing import RoutingTable
+from router.strategies.image2d import Image2dParams
+from router.strategies.propagate3d import PropagateParams
+from router.strategies.triplanar import TriplanarParams
 
 
 @pytest.mark.parametrize(
@@ -51,13 +54,21 @@ def test_default_table_routes():
     assert table.route(2, "XRay", everything).model == "efficientvit_sam_l0"
     pet = table.route(3, "PET", everything)
     assert (pet.model, pet.strategy) == ("litemedsam", "triplanar_vote")
-    assert pet.params["min_votes"] == 2
+    assert pet.params.min_votes == 2
     assert table.route(3, "CT", everything).strategy == "propagate"
     assert table.route(3, "MR", everything).strategy == "propagate"
     ct_slice = table.route(2, "CT", everything)
     assert (ct_slice.model, ct_slice.strategy) == ("litemedsam", "image2d")
-    assert ct_slice.params["zoom_below"] > 0  # small boxes zoomed, from [default.image2d]
+    assert ct_slice.params.zoom_below > 0  # small boxes zoomed, from [default.image2d]
     assert table.route(2, "Endoscopy", everything).model == "litemedsam"
+
+
+def test_strategy_defaults_are_what_ships():
+    """Each strategy's parameter defaults are router/routes.toml's values (triplanar_vote's: PET's)."""
+    table = RoutingTable.load()
+    assert table.route(2, "CT").params == Image2dParams()
+    assert table.route(3, "CT").params == PropagateParams()
+    assert table.route(3, "PET").params == TriplanarParams()
 
 
 def test_fallback_and_unknown_are_said():
@@ -77,7 +88,8 @@ def test_config_override(tmp_path):
     config.write_text('[default]\nmodel = "litemedsam"\n[modality.PET]\nstrategy_3d = "triplanar_vote"\n'
                       '[modality.PET.triplanar_vote]\nviews = ["axial", "coronal"]\nmin_votes = 2.0\n')
     route = RoutingTable.load(config).route(3, "PET", {"litemedsam"})
-    assert route.params == {"views": ["axial", "coronal"], "min_votes": 2.0}
+    assert route.params == TriplanarParams(views=("axial", "coronal"), min_votes=2.0)
+    assert route.params.view_weights == (1.0, 1.0)
     assert RoutingTable.load(config).route(3, "CT", {"litemedsam"}).strategy == "propagate"
 
 
@@ -114,4 +126,4 @@ def test_strategy_parameters_inherit_from_default(tmp_path):
     config.write_text('[default]\nstrategy_3d = "triplanar_vote"\n[default.triplanar_vote]\nmin_votes = 3.0\n'
                       '[modality.PET]\nmodel = "litemedsam"\n')
     route = RoutingTable.load(config).route(3, "PET", {"litemedsam"})
-    assert (route.strategy, route.params) == ("triplanar_vote", {"min_votes": 3.0})
+    assert (route.strategy, route.params) == ("triplanar_vote", TriplanarParams(min_votes=3.0))

@@ -11,8 +11,8 @@ import pytest
 
 from models.predictor import Embedding
 from router.strategies.interpolation import interpolate_masks, mask_dice, signed_distance
-from router.strategies.propagate3d import SliceSkip, check_skip, propagate_masks, propagation_steps
-from router.strategies.triplanar import segment_triplanar
+from router.strategies.propagate3d import SkipParams, SliceSkip, propagate_masks, propagation_steps
+from router.strategies.triplanar import TriplanarParams, segment_triplanar
 
 
 def disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
@@ -54,9 +54,9 @@ def test_the_rule_skips_only_where_both_masks_are_big_enough_and_agree() -> None
 
 @pytest.mark.parametrize("bad", [{"skip_step": 0}, {"skip_step": 9}, {"skip_step": 2.5}, {"skip_dice": 1.5},
                                  {"skip_min_area": -1}])
-def test_check_skip_refuses_values_it_cannot_run_with(bad: dict) -> None:
+def test_skip_params_refuse_values_they_cannot_run_with(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
-        check_skip(**bad)
+        SkipParams(**bad)
 
 
 class EllipsePredictor:
@@ -124,8 +124,9 @@ def test_triplanar_vote_with_skipping_keeps_the_object() -> None:
     volume = ball_volume()
     boxes = np.array([[12, 12, 5, 52, 52, 35]])
     full_predictor, skip_predictor = EllipsePredictor(), EllipsePredictor()
-    full = segment_triplanar(volume, boxes, full_predictor, core=1.0)
-    skipped = segment_triplanar(volume, boxes, skip_predictor, core=1.0, skip_step=3, skip_dice=0.8, skip_min_area=20)
+    full = segment_triplanar(volume, boxes, full_predictor, TriplanarParams(core=1.0, skip_step=1))
+    skipped = segment_triplanar(volume, boxes, skip_predictor,
+                                TriplanarParams(core=1.0, skip_step=3, skip_dice=0.8, skip_min_area=20))
     assert mask_dice(full == 1, skipped == 1) > 0.95
     assert len(skip_predictor.encoded) <= 0.6 * len(full_predictor.encoded)  # 65 of 113: the poles change fast
 
@@ -214,6 +215,6 @@ def test_blended_core_decodes_across_a_jump_without_bisecting() -> None:
     assert out[5][0].sum() < out[14][0].sum()  # the jump, between grid slices 7 and 15: decoded there
 
 
-def test_check_skip_refuses_a_blend_that_is_not_a_flag() -> None:
+def test_skip_params_refuse_a_blend_that_is_not_a_flag() -> None:
     with pytest.raises(ValueError, match="skip_blend_outer"):
-        check_skip(skip_blend_outer="yes")
+        SkipParams(skip_blend_outer="yes")  # type: ignore[arg-type]

@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.strategies.propagate3d import propagation_steps, segment_propagate3d
-from router.strategies.triplanar import segment_triplanar, view_boxes
+from router.strategies.propagate3d import PropagateParams, propagation_steps, segment_propagate3d
+from router.strategies.triplanar import TriplanarParams, segment_triplanar, view_boxes
 from tests.helpers import blob_volume, dice, tight_box3d
+
+# Prompted with the box on the middle slice only, every slice decoded: what these tests were written for.
+MIDDLE_ONLY = PropagateParams(core=0.0, skip_step=1)
+VOTE_MIDDLE_ONLY = TriplanarParams(core=0.0, skip_step=1)
 
 
 class CountingPredictor:
@@ -39,7 +43,7 @@ def test_propagation_finds_the_object_and_stays_in_z_range(litemedsam):
     volume, mask = blob_volume()
     box = tight_box3d(mask)
     litemedsam.reset()
-    segs = segment_propagate3d(volume, box[None], litemedsam)
+    segs = segment_propagate3d(volume, box[None], litemedsam, MIDDLE_ONLY)
     assert dice(segs == 1, mask) > 0.85
     z0, z1 = box[2], box[5]
     assert segs[:z0].max() == 0 and segs[z1 + 1 :].max() == 0
@@ -52,7 +56,7 @@ def test_core_slices_take_the_given_box_and_the_ends_propagate(litemedsam):
     given = box[[0, 1, 3, 4]].astype(np.float64)
     litemedsam.reset()
     counting = CountingPredictor(litemedsam)
-    segs = segment_propagate3d(volume, box[None], counting, core=0.5)
+    segs = segment_propagate3d(volume, box[None], counting, PropagateParams(core=0.5, skip_step=1))
     slices = box[5] - box[2] + 1
     assert len(counting.prompts) == slices  # one decoder call per slice, as core=0
     from_box = sum(np.array_equal(prompt[0], given) for prompt in counting.prompts)
@@ -60,9 +64,6 @@ def test_core_slices_take_the_given_box_and_the_ends_propagate(litemedsam):
     assert from_box == sum(abs(z - (box[2] + (box[5] - box[2]) // 2)) <= 0.5 * half for z in range(box[2], box[5] + 1))
     assert from_box < slices  # the outer slices follow the narrowing object
     assert dice(segs == 1, mask) > 0.85
-    litemedsam.reset()
-    assert np.array_equal(segment_propagate3d(volume, box[None], litemedsam, core=0.0),
-                          segment_propagate3d(volume, box[None], litemedsam))
 
 
 def test_each_slice_is_encoded_once_whatever_the_boxes(litemedsam):
@@ -71,7 +72,7 @@ def test_each_slice_is_encoded_once_whatever_the_boxes(litemedsam):
     boxes = np.array([box_a, box_b, box_a + [0, 0, 0, 0, 0, 0], box_b])  # overlapping and repeated boxes
     litemedsam.reset()
     counting = CountingPredictor(litemedsam)
-    segs = segment_propagate3d(volume, boxes, counting)
+    segs = segment_propagate3d(volume, boxes, counting, MIDDLE_ONLY)
     covered = set(range(box_a[2], box_a[5] + 1)) | set(range(box_b[2], box_b[5] + 1))
     assert sorted(z for _, z in counting.keys) == sorted(covered)  # once each, and only covered slices
     assert len(counting.keys) < propagation_steps(boxes)  # the sweeps revisit slices; the cache absorbs it
@@ -124,9 +125,9 @@ def pet_like():
 def test_triplanar_vote_is_at_least_as_good_as_axial_and_inside_the_box(litemedsam, pet_like):
     volume, mask, box = pet_like
     litemedsam.reset()
-    axial = segment_propagate3d(volume, box[None], litemedsam)
+    axial = segment_propagate3d(volume, box[None], litemedsam, MIDDLE_ONLY)
     litemedsam.reset()
-    voted = segment_triplanar(volume, box[None], litemedsam)
+    voted = segment_triplanar(volume, box[None], litemedsam, VOTE_MIDDLE_ONLY)
     assert dice(voted == 1, mask) >= dice(axial == 1, mask) - 0.02
     assert dice(voted == 1, mask) > 0.6
     inside = np.zeros(volume.shape, bool)
@@ -138,9 +139,10 @@ def test_triplanar_label_order_independence(litemedsam):
     volume, mask_a, mask_b = two_blob_volume()
     boxes = np.array([tight_box3d(mask_a), tight_box3d(mask_b)])
     litemedsam.reset()
-    forward = segment_triplanar(volume, boxes, litemedsam, views=("axial", "coronal"), min_votes=2.0)
+    two_views = TriplanarParams(views=("axial", "coronal"), min_votes=2.0, core=0.0, skip_step=1)
+    forward = segment_triplanar(volume, boxes, litemedsam, two_views)
     litemedsam.reset()
-    backward = segment_triplanar(volume, boxes[::-1], litemedsam, views=("axial", "coronal"), min_votes=2.0)
+    backward = segment_triplanar(volume, boxes[::-1], litemedsam, two_views)
     assert np.array_equal(forward == 1, backward == 2) and np.array_equal(forward == 2, backward == 1)
     assert dice(forward == 1, mask_a) > 0.7
 
@@ -167,7 +169,7 @@ def test_triplanar_contested_voxels_go_to_the_object_with_more_votes():
 
     volume = np.zeros((20, 20, 20), np.uint8)
     boxes = np.array([[5, 5, 5, 10, 10, 10], [5, 5, 5, 10, 10, 10]])
-    segs = segment_triplanar(volume, boxes, ScriptedPredictor())
+    segs = segment_triplanar(volume, boxes, ScriptedPredictor(), VOTE_MIDDLE_ONLY)
     assert set(np.unique(segs)) == {0, 2}
-    segs = segment_triplanar(volume, boxes[::-1], ScriptedPredictor())  # now box 0 is the all-views one
+    segs = segment_triplanar(volume, boxes[::-1], ScriptedPredictor(), VOTE_MIDDLE_ONLY)  # box 0: all views now
     assert set(np.unique(segs)) == {0, 2}

@@ -7,7 +7,7 @@ import pytest
 
 from models.boxes import boxes_from_labels, clip_to_boxes
 from models.transforms import stability_scores
-from router.strategies.image2d import check_zoom, segment_image2d
+from router.strategies.image2d import Image2dParams, segment_image2d
 from router.strategies.zoom import fit_window, plan_windows
 from tests.helpers import dice
 
@@ -66,7 +66,7 @@ def test_window_is_shifted_inside_or_clipped_to_the_image() -> None:
 @pytest.mark.parametrize(("zoom_below", "tile_scale"), [(-0.1, 3.0), (1.5, 3.0), (0.1, 0.5)])
 def test_bad_zoom_parameters_are_refused(zoom_below: float, tile_scale: float) -> None:
     with pytest.raises(ValueError):
-        check_zoom(zoom_below, tile_scale)
+        Image2dParams(zoom_below=zoom_below, tile_scale=tile_scale)
 
 
 def test_zoom_segments_small_real_nuclei_better(nuclei, litemedsam) -> None:
@@ -74,9 +74,10 @@ def test_zoom_segments_small_real_nuclei_better(nuclei, litemedsam) -> None:
     image, labels = nuclei
     boxes = boxes_from_labels(labels)
     calls = litemedsam.encoder_calls
-    whole = segment_image2d(image, boxes, litemedsam, zoom_below=0.0, clip_to_box=False)
+    whole = segment_image2d(image, boxes, litemedsam, Image2dParams(zoom_below=0.0, clip_to_box=False))
     assert litemedsam.encoder_calls - calls == 1
-    zoomed = segment_image2d(image, boxes, litemedsam, zoom_stability=2.0, max_windows=64, clip_to_box=False)  # all
+    zoomed = segment_image2d(image, boxes, litemedsam,
+                             Image2dParams(zoom_stability=2.0, max_windows=64, clip_to_box=False))  # all
     every_tile = litemedsam.encoder_calls - calls - 1
     assert 1 < every_tile - 1 <= 64  # tiles shared by neighbouring boxes (+ the whole image)
 
@@ -89,7 +90,7 @@ def test_zoom_segments_small_real_nuclei_better(nuclei, litemedsam) -> None:
     default = segment_image2d(image, boxes, litemedsam)
     assert litemedsam.encoder_calls - before <= every_tile / 3  # the third of issue 23
     assert mean_dice(default) > mean_dice(whole) + 0.05
-    clipped = segment_image2d(image, boxes, litemedsam, zoom_below=0.0)
+    clipped = segment_image2d(image, boxes, litemedsam, Image2dParams(zoom_below=0.0))
     assert mean_dice(clipped) > mean_dice(whole)  # a mask's leak out of its box is cut
 
 

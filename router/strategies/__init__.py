@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -46,11 +46,14 @@ class EmbeddingPredictor(BoxPredictor, Protocol):
         """Make `embedding` current, as set_image would (no encoder pass)."""
 
 
-def _no_check(**params: Any) -> None:
-    """Any value of a known parameter is accepted."""
+@dataclass(frozen=True, kw_only=True)
+class StrategyParams:
+    """Base of every strategy's parameters: a frozen dataclass whose fields are what a routing table may set
+    ([<section>.<strategy>], by field name), whose defaults are what router/routes.toml ships, and whose
+    `__post_init__` raises ValueError (or TypeError) on values the strategy cannot run with."""
 
 
-def _no_slices(boxes: np.ndarray, **params: Any) -> int:
+def _no_slices(boxes: np.ndarray, params: StrategyParams) -> int:
     return 0
 
 
@@ -59,16 +62,21 @@ class Strategy:
     """Everything the router and the runner need to know of one strategy.
 
     name: the routing table's name for it. dim: the case dimensionality it serves (2 or 3).
-    run(image, boxes, predictor, on_slice=None, **params) -> label map of the image's spatial shape,
+    params: its StrategyParams subclass; the routing table overrides its fields by name.
+    run(image, boxes, predictor, params, on_slice=None) -> label map of the image's spatial shape,
         label i for boxes[i - 1]; on_slice is called once per slice visited (3D progress).
-    params: the parameter names a routing table may set ([modality.X.<name>]).
-    check(**params): raise ValueError (or TypeError) on values it cannot run with (its result is ignored).
-    slice_count(boxes, **params): how many times run() will call on_slice (0 for 2D).
+    working_bytes(shape, boxes, params, embeddings) -> an upper bound of the bytes run() allocates besides
+        the image (label map, masks, votes, cached embeddings) for a label map of `shape` and boxes clipped
+        to it; embeddings: the predictor's cache (router.strategies.footprint.EmbeddingRoom).
+    boxes_per_call(shape, boxes, params) -> the most boxes run() passes to one predict() call (the decoder
+        batch it may reach, whose buffers router/memory.py counts).
+    slice_count(boxes, params): how many times run() will call on_slice (0 for 2D).
     """
 
     name: str
     dim: int
     run: Callable[..., np.ndarray]
-    params: tuple[str, ...] = ()
-    check: Callable[..., object] = _no_check
+    params: type[StrategyParams]
+    working_bytes: Callable[..., int]
+    boxes_per_call: Callable[..., int]
     slice_count: Callable[..., int] = _no_slices

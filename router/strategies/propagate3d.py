@@ -11,15 +11,17 @@ together, so each slice is encoded once (through the predictor's embedding cache
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from models.boxes import grow_box, mask_bbox
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor, EmbeddingPredictor, OnSlice, Strategy
+from router.strategies import BoxPredictor, EmbeddingPredictor, OnSlice, Strategy, StrategyParams
+from router.strategies.footprint import EmbeddingRoom, covered, max_overlap, most_active, slice_bytes
 from router.strategies.interpolation import interpolate_masks, mask_dice
 from router.strategies.labels import paint_masks
 
@@ -67,26 +69,40 @@ class SliceSkip:
         return min(sizes) >= max(self.min_area, 1) and mask_dice(first, last) >= self.min_dice
 
 
-MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (router/memory.py counts them)
+MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (sweep_bytes counts them)
 
 
-def check_skip(
-    skip_step: int = 1, skip_dice: float = 0.9, skip_min_area: int = 0, skip_outer_step: int = 1,
-    skip_blend_outer: bool = False, skip_blend_core: bool = False,
-) -> SliceSkip:
-    """The SliceSkip of these routing-table parameters; ValueError unless 1 <= skip_step, skip_outer_step <=
-    MAX_SKIP_STEP, 0 <= skip_dice <= 1 and skip_min_area >= 0."""
-    for name, step in (("skip_step", skip_step), ("skip_outer_step", skip_outer_step)):
-        if not (isinstance(step, int) and 1 <= step <= MAX_SKIP_STEP):
-            raise ValueError(f"{name} must be an integer in [1, {MAX_SKIP_STEP}], got {step}")
-    if not 0.0 <= skip_dice <= 1.0:
-        raise ValueError(f"skip_dice must be in [0, 1], got {skip_dice}")
-    if not (isinstance(skip_min_area, int) and skip_min_area >= 0):
-        raise ValueError(f"skip_min_area must be a non-negative integer, got {skip_min_area}")
-    for name, flag in (("skip_blend_outer", skip_blend_outer), ("skip_blend_core", skip_blend_core)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be true or false, got {flag}")
-    return SliceSkip(skip_step, float(skip_dice), skip_min_area, skip_outer_step, skip_blend_outer, skip_blend_core)
+@dataclass(frozen=True, kw_only=True)
+class SkipParams(StrategyParams):
+    """A routing table's names for SliceSkip's fields, shared by the strategies that sweep (propagate,
+    triplanar_vote); the defaults are what router/routes.toml ships for [default.propagate]. (SliceSkip's
+    own defaults skip nothing: what propagate_masks does when not told otherwise.)"""
+
+    skip_step: int = 4
+    skip_dice: float = 0.85
+    skip_min_area: int = 50
+    skip_outer_step: int = 1
+    skip_blend_outer: bool = False
+    skip_blend_core: bool = False
+
+    def __post_init__(self) -> None:
+        """Raise ValueError unless 1 <= skip_step, skip_outer_step <= MAX_SKIP_STEP, 0 <= skip_dice <= 1 and
+        skip_min_area >= 0."""
+        for name, step in (("skip_step", self.skip_step), ("skip_outer_step", self.skip_outer_step)):
+            if not (isinstance(step, int) and 1 <= step <= MAX_SKIP_STEP):
+                raise ValueError(f"{name} must be an integer in [1, {MAX_SKIP_STEP}], got {step}")
+        if not 0.0 <= self.skip_dice <= 1.0:
+            raise ValueError(f"skip_dice must be in [0, 1], got {self.skip_dice}")
+        if not (isinstance(self.skip_min_area, int) and self.skip_min_area >= 0):
+            raise ValueError(f"skip_min_area must be a non-negative integer, got {self.skip_min_area}")
+        for name, flag in (("skip_blend_outer", self.skip_blend_outer), ("skip_blend_core", self.skip_blend_core)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be true or false, got {flag}")
+
+    def slice_skip(self) -> SliceSkip:
+        """The SliceSkip of these parameters."""
+        return SliceSkip(self.skip_step, float(self.skip_dice), self.skip_min_area, self.skip_outer_step,
+                         self.skip_blend_outer, self.skip_blend_core)
 
 
 def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -257,39 +273,61 @@ def propagation_steps(boxes: np.ndarray) -> int:
     return len(up) + len(down)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PropagateParams(SkipParams):
+    """propagate's parameters ([<section>.propagate]); the defaults are what router/routes.toml ships.
+
+    core: slices within core x half the z range of each box's middle slice are prompted with the given
+    box (propagate_masks); the skip_* fields (SkipParams): which slices take their masks by interpolation.
+    """
+
+    core: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Raise ValueError unless 0 <= core <= 1 and the skip_* fields are valid (SkipParams)."""
+        if not 0.0 <= self.core <= 1.0:
+            raise ValueError(f"core must be in [0, 1], got {self.core}")
+        super().__post_init__()
+
+
 def segment_propagate3d(
-    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, on_slice: OnSlice | None = None,
-    core: float = 0.0, **skip_params: Any,
+    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, params: PropagateParams = PropagateParams(),
+    on_slice: OnSlice | None = None,
 ) -> np.ndarray:
-    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]); `core` as in
-    propagate_masks, skip_params (SKIP_PARAMS) those of check_skip."""
-    skip = check_skip(**skip_params)
+    """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]), by
+    propagate_masks with the core and slice skipping of `params`."""
     segs = np.zeros(volume.shape, label_dtype(len(boxes)))
-    for z, active, masks in propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=core, skip=skip):
+    sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params.slice_skip())
+    for z, active, masks in sweep:
         paint_masks(segs[z], masks, active + 1)
     return segs
 
 
-def check_core(core: float = 0.0) -> None:
-    """Raise ValueError unless 0 <= core <= 1."""
-    if not 0.0 <= core <= 1.0:
-        raise ValueError(f"core must be in [0, 1], got {core}")
-
-
-def check_propagate(core: float = 0.0, **skip_params: Any) -> None:
-    """Raise ValueError on parameters segment_propagate3d cannot run with."""
-    check_core(core)
-    check_skip(**skip_params)
-
-
-def _slice_count(boxes: np.ndarray, **_: object) -> int:
+def _slice_count(boxes: np.ndarray, params: PropagateParams) -> int:
     return propagation_steps(boxes)
 
 
-SKIP_PARAMS = (  # check_skip's, by name
-    "skip_step", "skip_dice", "skip_min_area", "skip_outer_step", "skip_blend_outer", "skip_blend_core",
-)
+def sweep_bytes(pixels: int, masks: int) -> int:
+    """A sweep's slice work (slice_bytes), with the masks of up to MAX_SKIP_STEP slices held between two
+    decoded ones and the two float32 distance maps that interpolate them (SliceSkip)."""
+    return slice_bytes(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
+
+
+def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams, embeddings: EmbeddingRoom) -> int:
+    """On a (D, H, W) volume: label map, one sweep's masks, the cached embeddings of its slices."""
+    depth, height, width = shape
+    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+    active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
+    cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
+    return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache
+
+
+def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
+    """The boxes active on one slice; counted on all three axes (an upper bound of the axial sweep's)."""
+    return most_active(shape, boxes)
+
+
 STRATEGY = Strategy(
-    "propagate", dim=3, run=segment_propagate3d, params=("core", *SKIP_PARAMS), check=check_propagate,
-    slice_count=_slice_count,
+    "propagate", dim=3, run=segment_propagate3d, params=PropagateParams, working_bytes=working_bytes,
+    boxes_per_call=boxes_per_call, slice_count=_slice_count,
 )

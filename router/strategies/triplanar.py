@@ -9,14 +9,15 @@ simply the lowest label. Masks are counted only inside each box, so the result s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
-from router.strategies.propagate3d import SKIP_PARAMS, check_core, check_skip, propagate_masks, propagation_steps
+from router.strategies.footprint import EmbeddingRoom, covered, most_active
+from router.strategies.propagate3d import PropagateParams, propagate_masks, propagation_steps, sweep_bytes
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -30,49 +31,59 @@ def view_boxes(boxes: np.ndarray, axes: tuple[int, int, int]) -> np.ndarray:
     return np.concatenate([lows[:, ::-1], highs[:, ::-1]], axis=1)
 
 
-def check_vote_params(
-    views: Sequence[str] = DEFAULT_VIEWS, weights: Sequence[float] | None = None, min_votes: float = 2.0,
-    core: float = 0.0, **skip_params: Any,
-) -> list[float]:
-    """Validate the voting parameters; return the weights (1.0 per view when None). Raises ValueError."""
-    check_core(core)
-    check_skip(**skip_params)
-    weights = [1.0] * len(views) if weights is None else list(weights)
-    if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
-        raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
-    if sum(weights) < min_votes:
-        raise ValueError(f"min_votes {min_votes} can never be reached with weights {weights}")
-    return weights
+@dataclass(frozen=True, kw_only=True)
+class TriplanarParams(PropagateParams):
+    """triplanar_vote's parameters ([<section>.triplanar_vote]); the defaults are what router/routes.toml
+    ships for PET.
+
+    views: the views that vote (VIEW_AXES), weights: one weight each (None: 1.0 each), min_votes: the
+    weighted votes a voxel needs. core and the skip_* fields: those of each view's propagation
+    (PropagateParams); here every slice is prompted with the box itself (core 1.0).
+    """
+
+    views: tuple[str, ...] = DEFAULT_VIEWS
+    weights: tuple[float, ...] | None = None
+    min_votes: float = 2.0
+    core: float = 1.0
+    skip_step: int = 8
+    skip_dice: float = 0.7
+
+    def __post_init__(self) -> None:
+        """Raise ValueError on core or skip_* values propagation cannot run with, views outside VIEW_AXES,
+        not one weight per view, or a min_votes the weights can never reach. Lists become tuples."""
+        super().__post_init__()
+        views, weights = self.views, list(self.view_weights)
+        if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
+            raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
+        if sum(weights) < self.min_votes:
+            raise ValueError(f"min_votes {self.min_votes} can never be reached with weights {weights}")
+        object.__setattr__(self, "views", tuple(views))
+        object.__setattr__(self, "weights", tuple(weights))
+
+    @property
+    def view_weights(self) -> tuple[float, ...]:
+        """One weight per view: `weights`, or 1.0 each when none were given."""
+        return (1.0,) * len(self.views) if self.weights is None else tuple(self.weights)
 
 
 def segment_triplanar(
-    volume: np.ndarray,
-    boxes: np.ndarray,
-    predictor: BoxPredictor,
-    views: Sequence[str] = DEFAULT_VIEWS,
-    weights: Sequence[float] | None = None,
-    min_votes: float = 2.0,
+    volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, params: TriplanarParams = TriplanarParams(),
     on_slice: OnSlice | None = None,
-    core: float = 0.0,
-    **skip_params: Any,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting.
 
-    core: each view's propagation prompts the middle core x half of the box's range with the box
-    itself (router.strategies.propagate3d.propagate_masks); skip_params (SKIP_PARAMS, check_skip's):
-    which slices of each view take their masks by interpolation (router.strategies.propagate3d.SliceSkip).
+    Each view's propagation (router.strategies.propagate3d.propagate_masks) takes the core and the slice
+    skipping (SliceSkip) of `params`.
     """
-    check_core(core)
-    weights = check_vote_params(views, weights, min_votes)
-    skip = check_skip(**skip_params)
+    skip = params.slice_skip()
     lows = boxes[:, [2, 1, 0]]  # (z, y, x)
     highs = boxes[:, [5, 4, 3]] + 1
     votes = [np.zeros(tuple(high - low), np.float32) for low, high in zip(lows, highs, strict=True)]
 
-    for view, weight in zip(views, weights, strict=True):
+    for view, weight in zip(params.views, params.view_weights, strict=True):
         axes = VIEW_AXES[view]
         view_volume = np.ascontiguousarray(volume.transpose(axes))
-        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, core, skip)
+        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, params.core, skip)
         for s, active, masks in sweep:
             for index, mask in zip(active, masks, strict=True):
                 low, high = lows[index][list(axes)], highs[index][list(axes)]
@@ -83,18 +94,38 @@ def segment_triplanar(
     best = np.zeros(volume.shape, np.float32)
     for index, box_votes in enumerate(votes):
         region = tuple(slice(lo, hi) for lo, hi in zip(lows[index], highs[index], strict=True))
-        wins = (box_votes >= min_votes) & (box_votes >= best[region])
+        wins = (box_votes >= params.min_votes) & (box_votes >= best[region])
         segs[region][wins] = index + 1
         best[region][wins] = box_votes[wins]
     return segs
 
 
-def vote_slice_count(boxes: np.ndarray, views: Sequence[str] = DEFAULT_VIEWS, **_: object) -> int:
+def vote_slice_count(boxes: np.ndarray, params: TriplanarParams) -> int:
     """Slices the vote visits: the propagation steps of every view."""
-    return sum(propagation_steps(view_boxes(boxes, VIEW_AXES[view])) for view in views)
+    return sum(propagation_steps(view_boxes(boxes, VIEW_AXES[view])) for view in params.views)
+
+
+def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams, embeddings: EmbeddingRoom) -> int:
+    """On a (D, H, W) volume: two transposed copies, label map, float32 `best` map and per-box float32 votes
+    (+ bool temporaries of the largest), one slice's masks of the widest view, the cache of every view."""
+    depth, height, width = shape
+    voxels = math.prod(shape)
+    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+    sizes = (boxes[:, 3:] - boxes[:, :3] + 1).astype(np.int64)
+    box_voxels = sizes.prod(axis=1) if len(boxes) else np.zeros(1, np.int64)
+    slice_pixels = max(height * width, depth * width, depth * height)
+    slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
+                 for axis, extent in ((2, depth), (1, height), (0, width)))
+    return ((2 + label_bytes + 4) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max())
+            + sweep_bytes(slice_pixels, most_active(shape, boxes)) + embeddings.cached(slices))
+
+
+def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams) -> int:
+    """The boxes active on one slice of the widest view."""
+    return most_active(shape, boxes)
 
 
 STRATEGY = Strategy(
-    "triplanar_vote", dim=3, run=segment_triplanar, params=("views", "weights", "min_votes", "core", *SKIP_PARAMS),
-    check=check_vote_params, slice_count=vote_slice_count,
+    "triplanar_vote", dim=3, run=segment_triplanar, params=TriplanarParams, working_bytes=working_bytes,
+    boxes_per_call=boxes_per_call, slice_count=vote_slice_count,
 )
