@@ -126,7 +126,8 @@ def test_triplanar_vote_with_skipping_keeps_the_object() -> None:
     full_predictor, skip_predictor = EllipsePredictor(), EllipsePredictor()
     full = segment_triplanar(volume, boxes, full_predictor, TriplanarParams(core=1.0, skip_step=1))
     skipped = segment_triplanar(volume, boxes, skip_predictor,
-                                TriplanarParams(core=1.0, skip_step=3, skip_dice=0.8, skip_min_area=20))
+                                TriplanarParams(core=1.0, skip_step=3, skip_dice=0.8, skip_min_area=20,
+                                               skip_blend_core=False))
     assert mask_dice(full == 1, skipped == 1) > 0.95
     assert len(skip_predictor.encoded) <= 0.6 * len(full_predictor.encoded)  # 65 of 113: the poles change fast
 
@@ -218,3 +219,13 @@ def test_blended_core_decodes_across_a_jump_without_bisecting() -> None:
 def test_skip_params_refuse_a_blend_that_is_not_a_flag() -> None:
     with pytest.raises(ValueError, match="skip_blend_outer"):
         SkipParams(skip_blend_outer="yes")  # type: ignore[arg-type]
+
+
+def test_triplanar_vote_on_blended_slices_keeps_the_object_with_a_third_of_the_passes() -> None:
+    volume = smooth_ball()
+    boxes = np.array([[12, 12, 5, 52, 52, 35]])
+    full_predictor, blend_predictor = EmbeddingEllipsePredictor(), EmbeddingEllipsePredictor()
+    full = segment_triplanar(volume, boxes, full_predictor, TriplanarParams(skip_step=1))
+    blended = segment_triplanar(volume, boxes, blend_predictor, TriplanarParams())  # PET's shipped rule
+    assert mask_dice(full == 1, blended == 1) > 0.95
+    assert len(blend_predictor.encoded) <= len(full_predictor.encoded) / 3

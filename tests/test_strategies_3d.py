@@ -10,8 +10,8 @@ from router.strategies.triplanar import TriplanarParams, segment_triplanar, view
 from tests.helpers import blob_volume, dice, tight_box3d
 
 # Prompted with the box on the middle slice only, every slice decoded: what these tests were written for.
-MIDDLE_ONLY = PropagateParams(core=0.0, skip_step=1)
-VOTE_MIDDLE_ONLY = TriplanarParams(core=0.0, skip_step=1)
+MIDDLE_ONLY = PropagateParams(core=0.0, skip_step=1, skip_outer_step=1)  # every slice decoded
+VOTE_MIDDLE_ONLY = TriplanarParams(core=0.0, skip_step=1, skip_outer_step=1)
 
 
 class CountingPredictor:
@@ -27,6 +27,12 @@ class CountingPredictor:
         self.predictor.set_image(image, key)
         if self.predictor.encoder_calls > calls:
             self.keys.append(key)
+
+    def get_image_embedding(self):
+        return self.predictor.get_image_embedding()
+
+    def set_image_embedding(self, embedding):
+        self.predictor.set_image_embedding(embedding)
 
     def predict(self, boxes):
         self.prompts.append(np.array(boxes, np.float64))
@@ -56,7 +62,7 @@ def test_core_slices_take_the_given_box_and_the_ends_propagate(litemedsam):
     given = box[[0, 1, 3, 4]].astype(np.float64)
     litemedsam.reset()
     counting = CountingPredictor(litemedsam)
-    segs = segment_propagate3d(volume, box[None], counting, PropagateParams(core=0.5, skip_step=1))
+    segs = segment_propagate3d(volume, box[None], counting, PropagateParams(core=0.5, skip_step=1, skip_outer_step=1))
     slices = box[5] - box[2] + 1
     assert len(counting.prompts) == slices  # one decoder call per slice, as core=0
     from_box = sum(np.array_equal(prompt[0], given) for prompt in counting.prompts)
@@ -135,11 +141,35 @@ def test_triplanar_vote_is_at_least_as_good_as_axial_and_inside_the_box(litemeds
     assert voted[~inside].max() == 0
 
 
+def test_shipped_slice_skipping_encodes_fewer_slices_and_keeps_the_object(litemedsam, pet_like):
+    """The shipped rules (blended outer slices for propagate, blended core slices for PET's vote) against
+    every slice decoded, on the real model: fewer encoder passes, about the same Dice."""
+    volume, mask = blob_volume(shape=(24, 96, 96), centre=(12, 45, 50), radii=(8, 18, 14))
+    box = tight_box3d(mask)[None]
+    pet_volume, pet_mask, pet_box = pet_like
+    cases = [(segment_propagate3d, volume, mask, box, PropagateParams(skip_step=1, skip_outer_step=1),
+              PropagateParams()),
+             (segment_triplanar, pet_volume, pet_mask, pet_box[None], TriplanarParams(skip_step=1), TriplanarParams())]
+    for run, image, truth, boxes, every, shipped in cases:
+        results = []
+        for params in (every, shipped):
+            litemedsam.reset()
+            counting = CountingPredictor(litemedsam)
+            segs = run(image, boxes, counting, params)
+            results.append((len(counting.keys), dice(segs == 1, truth)))
+        (every_passes, every_dice), (shipped_passes, shipped_dice) = results
+        assert shipped_passes <= 0.8 * every_passes, (run.__name__, results)
+        # A blended slice next to a blob's one-slice tip misses most of it (Dice 0.71 on two such slices
+        # here, 0.931 against 0.984 in all); on real volumes the rule holds DSC (docs/results.md, "Slice skipping").
+        assert shipped_dice >= every_dice - 0.06, (run.__name__, results)
+
+
 def test_triplanar_label_order_independence(litemedsam):
     volume, mask_a, mask_b = two_blob_volume()
     boxes = np.array([tight_box3d(mask_a), tight_box3d(mask_b)])
     litemedsam.reset()
-    two_views = TriplanarParams(views=("axial", "coronal"), min_votes=2.0, core=0.0, skip_step=1)
+    two_views = TriplanarParams(views=("axial", "coronal"), min_votes=2.0, core=0.0, skip_step=1,
+                                skip_outer_step=1)
     forward = segment_triplanar(volume, boxes, litemedsam, two_views)
     litemedsam.reset()
     backward = segment_triplanar(volume, boxes[::-1], litemedsam, two_views)

@@ -49,9 +49,10 @@ class SliceSkip:
     half is settled the same way (bisection), down to neighbouring slices. step 1 decodes every slice (off).
     Beyond the core each prompt comes from the slice decoded before, so the decoded slices there are
     `outer_step` apart (1: every slice, the default); where two disagree, every slice between is decoded
-    in order, as without skipping. With `blend_outer`, the slices between are instead decoded in order,
-    prompted as propagation does, on a blend of the two decoded slices' embeddings (a decoder pass each,
-    no encoder pass); with `blend_core`, so are the core's slices between two that disagree (no bisection).
+    in order, as without skipping. With `blend_outer`, the slices between are instead always decoded in
+    order, prompted as propagation does, on a blend of the two decoded slices' embeddings (a decoder pass
+    each, no encoder pass: checking that the two agree first cost passes and gained nothing, docs/results.md
+    "Slice skipping"); with `blend_core`, so are the core's slices between two that disagree (no bisection).
     """
 
     step: int = 1
@@ -81,8 +82,8 @@ class SkipParams(StrategyParams):
     skip_step: int = 4
     skip_dice: float = 0.85
     skip_min_area: int = 50
-    skip_outer_step: int = 1
-    skip_blend_outer: bool = False
+    skip_outer_step: int = 2
+    skip_blend_outer: bool = True
     skip_blend_core: bool = False
 
     def __post_init__(self) -> None:

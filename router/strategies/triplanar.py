@@ -45,8 +45,9 @@ class TriplanarParams(PropagateParams):
     weights: tuple[float, ...] | None = None
     min_votes: float = 2.0
     core: float = 1.0
-    skip_step: int = 8
-    skip_dice: float = 0.7
+    skip_step: int = 6
+    skip_dice: float = 1.0
+    skip_blend_core: bool = True
 
     def __post_init__(self) -> None:
         """Raise ValueError on core or skip_* values propagation cannot run with, views outside VIEW_AXES,
