@@ -4,6 +4,7 @@ assertions)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -112,3 +113,19 @@ def test_int8_arithmetic_prints_kernels_and_exact_rows_and_timings(ir_dir, capsy
         assert 0.5 < float(row[3].strip(" |")) <= 1.0
     assert "int8 kernels exact" in out or "int8 kernels saturating" in out
     assert "  fp32: " in out and "  built: " in out
+
+
+def test_startup_anatomy_times_every_step_of_a_one_case_run(tmp_path, ir_dir):
+    image = np.full((64, 80, 3), 30, np.uint8)
+    image[20:40, 30:60] = 220
+    case = write_case(tmp_path / "2DBox_US_tiny.npz", imgs=image, boxes=np.array([[30, 20, 59, 39]]))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--host", "--runs", "1", "--case", str(case)],
+                          cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ,
+                                                                                        "SEG_MODEL_DIR": str(ir_dir)})
+    assert done.returncode == 0, done.stderr
+    from benchmarks.startup import ANATOMY_STEPS
+
+    lines = {line.strip().rsplit("  ", 1)[0].strip(): line for line in done.stdout.splitlines()[1:]}
+    assert set(ANATOMY_STEPS) <= set(lines) and "anatomy, all steps" in lines
+    compile_seconds = float(lines["read + compile encoder and decoder"].split()[-2])
+    assert compile_seconds > 0.01  # the models really were read and compiled in the child
