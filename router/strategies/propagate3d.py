@@ -148,7 +148,8 @@ def propagate_masks(
     mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
     def embedding_of(z: int) -> Embedding:
-        predictor.set_image(volume[z], key=(view, z))  # the cache has it: the slice was just decoded
+        """Slice z's embedding, encoded once: the cache serves it again to the decode of slice z."""
+        predictor.set_image(volume[z], key=(view, z))
         return cast(EmbeddingPredictor, predictor).get_image_embedding()
 
     def decode(
