@@ -1,14 +1,14 @@
-"""Start-up of a one-case container, step by step: where `docker run` to exit goes on a small case.
+"""Start-up of a one-case container, step by step: where a container's run goes on a small case.
 
     python -m benchmarks.startup --case CASE.npz [--image seg:latest] [--runs 3]
 
 The challenge's harness starts a fresh container per case and times it whole. This prints, for RUNS runs
-(median and min, seconds): `docker run` to exit with the harness's command (`docker container run -m 8G
---rm --network none -v INPUTS -v OUTPUTS IMAGE /bin/bash -c "sh predict.sh"`), an empty container of the
-same image (`true`), and the anatomy of the run inside it: the steps predict.py takes, timed in turn
-(this file mounted read-only and run as `python3 startup.py --anatomy CASE` in the image's /workspace).
-The docker CLI is called as the harness calls it, so its own start-up is in the figure too.
-`--host` times the anatomy in this checkout's Python instead, without Docker.
+(median and min, seconds): the container run with the challenge's command (`/bin/bash -c "sh predict.sh"`),
+an empty container of the same image (`true`), both timed from create to removal as `seg-time` times them
+(evaluation/time_eval.run_once: `-m 8g`, `--network none`), and the anatomy of the run inside it: the steps
+predict.py takes, timed in turn (this file copied beside the case and run as `python3 startup.py
+--anatomy` in the image's /workspace). `--host` times the anatomy in this checkout's Python instead,
+without Docker.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when timing containers only: in the image this file runs with the stdlib alone
+    from evaluation.time_eval import RunResult
 
 ANATOMY_STEPS = (
     "import numpy", "import openvino", "import predict (router, models)", "routing table",
@@ -83,10 +86,30 @@ def anatomy(case: Path, output: Path) -> dict[str, float]:
     return seconds
 
 
-def _timed(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+class _ContainerTimer:
+    """Runs of `image` with `inputs` and `outputs` mounted, through seg-time's run_once."""
+
+    def __init__(self, image: str, inputs: Path, outputs: Path) -> None:
+        import docker
+        from evaluation.time_eval import parse_args
+
+        self.client = docker.from_env(timeout=120)
+        self.options = parse_args(["-i", str(inputs), "-o", str(outputs), "--image", image])
+        self.inputs, self.outputs = inputs, outputs
+
+    def _run(self, command: list[str]) -> RunResult:
+        from evaluation.time_eval import run_once
+
+        run = run_once(self.client, self.options, command, self.inputs, self.outputs, f"startup_{os.getpid()}")
+        if run.status != "ok":
+            raise SystemExit(f"error: {' '.join(command)} in {self.options.image}: {run.status}\n{run.log[-2000:]}")
+        return run
+
+    def seconds(self, command: list[str]) -> float:
+        return self._run(command).seconds
+
+    def output(self, command: list[str]) -> str:
+        return self._run(command).log
 
 
 def _summary(values: list[float]) -> str:
@@ -114,22 +137,22 @@ def main(argv: list[str] | None = None) -> int:
         outputs.mkdir()
         outputs.chmod(0o777)  # the image runs as a non-root user
         shutil.copy(case, inputs / case.name)
-        mounts = ["-v", f"{inputs}:/workspace/inputs/", "-v", f"{outputs}:/workspace/outputs/"]
-        run = ["docker", "container", "run", "-m", "8G", "--rm", "--network", "none"]
         for _ in range(args.runs):
-            steps: dict[str, Any]
             if args.host:
                 done = subprocess.run([sys.executable, __file__, "--anatomy", "--case", str(case)], check=True,
                                       capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                output = done.stdout
             else:
-                rows.setdefault("docker run to exit (sh predict.sh)", []).append(
-                    _timed([*run, *mounts, args.image, "/bin/bash", "-c", "sh predict.sh"]))
-                rows.setdefault("empty container (true)", []).append(_timed([*run, args.image, "true"]))
-                done = subprocess.run(
-                    [*run, *mounts, "-v", f"{Path(__file__).resolve()}:/tmp/startup.py:ro", args.image,
-                     "python3", "/tmp/startup.py", "--anatomy", "--case", f"/workspace/inputs/{case.name}"],
-                    check=True, capture_output=True, text=True)
-            steps = json.loads(done.stdout.strip().splitlines()[-1])
+                from evaluation.time_eval import CHALLENGE_COMMAND
+
+                container = _ContainerTimer(args.image, inputs, outputs)
+                rows.setdefault("container run (sh predict.sh)", []).append(container.seconds(CHALLENGE_COMMAND))
+                rows.setdefault("empty container (true)", []).append(container.seconds(["true"]))
+                shutil.copy(__file__, inputs / "startup.py")  # beside the case for this run only
+                output = container.output(["python3", "/workspace/inputs/startup.py", "--anatomy", "--case",
+                                           f"/workspace/inputs/{case.name}"])
+                (inputs / "startup.py").unlink()
+            steps = json.loads(output.strip().splitlines()[-1])
             for step in ANATOMY_STEPS:
                 rows.setdefault(step, []).append(steps[step])
     where = "this Python" if args.host else args.image
