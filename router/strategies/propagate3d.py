@@ -87,8 +87,8 @@ class SkipParams(StrategyParams):
     skip_blend_core: bool = False
 
     def __post_init__(self) -> None:
-        """Raise ValueError unless 1 <= skip_step, skip_outer_step <= MAX_SKIP_STEP, 0 <= skip_dice <= 1 and
-        skip_min_area >= 0."""
+        """Raise ValueError unless 1 <= skip_step, skip_outer_step <= MAX_SKIP_STEP, 0 <= skip_dice <= 1,
+        skip_min_area >= 0 and the two skip_blend_* are bools."""
         for name, step in (("skip_step", self.skip_step), ("skip_outer_step", self.skip_outer_step)):
             if not (isinstance(step, int) and 1 <= step <= MAX_SKIP_STEP):
                 raise ValueError(f"{name} must be an integer in [1, {MAX_SKIP_STEP}], got {step}")
@@ -280,7 +280,8 @@ class PropagateParams(SkipParams):
     """propagate's parameters ([<section>.propagate]); the defaults are what router/routes.toml ships.
 
     core: slices within core x half the z range of each box's middle slice are prompted with the given
-    box (propagate_masks); the skip_* fields (SkipParams): which slices take their masks by interpolation.
+    box (propagate_masks); the skip_* fields (SkipParams): which slices are not encoded, and how they get
+    their masks (interpolated, or decoded on blended embeddings).
     """
 
     core: float = 0.5
