@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.casefile import write_text_atomic
+from router.casefile import remove_stale_temps, write_text_atomic
 
 
 def read_efficiency(path: Path) -> dict[str, float]:
@@ -20,10 +20,13 @@ def read_efficiency(path: Path) -> dict[str, float]:
 class EfficiencyLog:
     """The rows of one run's efficiency file at `path`, rewritten whole (atomically) after every case, so a
     run stopped at any point leaves a complete file. `resume`: the rows of the file already there are kept
-    for the cases the run skips as done (--continue-prediction), with 0.0 where it has none."""
+    for the cases the run skips as done (--continue-prediction), with 0.0 where it has none. Opening it
+    deletes the temp files an earlier run's write left when a SIGKILL landed mid-write: each write is whole
+    or not there, so such a temp is never worth keeping."""
 
     def __init__(self, path: Path, resume: bool = False) -> None:
         self.path = Path(path)
+        remove_stale_temps(self.path)
         self.earlier = read_efficiency(self.path) if resume else {}
         self.rows: dict[str, float] = {}
 

@@ -115,3 +115,14 @@ def test_one_box_check_for_read_case_convert_and_the_memory_guard(tmp_path):
     assert estimate_case(2, headers, degenerate, route).by_batch == reading_only
     assert estimate_case(2, headers, outside, route).by_batch == reading_only
     assert estimate_case(2, headers, good, route).by_batch[16] > reading_only[16]
+
+def test_efficiency_log_removes_the_temp_file_a_kill_left_mid_write(tmp_path):
+    from router.efficiency import EfficiencyLog
+
+    path = tmp_path / "efficiency.0.csv"
+    killed = tmp_path / ".efficiency.0.csv.hewgfigi.tmp"  # what write_text_atomic leaves when SIGKILLed
+    other_part = tmp_path / ".efficiency.1.csv.abcd1234.tmp"  # another part's, maybe being written now
+    killed.write_text("case,seconds\na,1.0")
+    other_part.write_text("case,seconds\n")
+    EfficiencyLog(path, resume=True)
+    assert not killed.exists() and other_part.exists()

@@ -90,8 +90,10 @@ def test_sigkill_then_continue_prediction_matches_an_uninterrupted_run(tmp_path,
     status, _ = start_and_signal(inputs, outputs, signal.SIGKILL)
     assert status == -signal.SIGKILL
     assert "3DBox_MR_c.npz" not in os.listdir(outputs)
-    # What a kill can leave: a temp file of the write under way, and (here forced) a truncated output.
+    # What a kill can leave, here forced whenever the kill landed: a temp file of a case's write and of the
+    # efficiency file's rewrite, and a truncated output.
     (outputs / ".3DBox_CT_b.npz.k1ll3d.tmp").write_bytes(b"PK\x03\x04 half of a zip")
+    (outputs / ".efficiency.csv.k1ll3d.tmp").write_text("case,seconds\n2DBox_Microscope_a,1.0")
     (outputs / "3DBox_MR_c.npz").write_bytes((outputs / FIRST).read_bytes()[:100])
     first_written = (outputs / FIRST).stat().st_mtime_ns
 
