@@ -1,5 +1,5 @@
-"""Mask post-processing: footprint-limited bilinear upsampling equals a full-frame resize, and
-painting keeps "later boxes win" while touching only the rows a mask covers."""
+"""Mask post-processing: footprint-limited bilinear upsampling equals a full-frame resize (painting the
+label map: tests/test_labels.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from models.transforms import bilinear_axis, upsample_positive
-from router.strategies.labels import paint_masks
 
 
 def _smooth_logits(count: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -63,17 +62,3 @@ def test_bilinear_axis_rows_are_convex_combinations() -> None:
     start, stop = axis.support(3, 3)
     readers = np.flatnonzero(axis.weights[:, 3] > 0)
     assert readers.min() >= start and readers.max() < stop
-
-
-def test_paint_masks_later_boxes_win_in_any_order() -> None:
-    masks = np.zeros((3, 40, 50), bool)
-    masks[0, 5:30, 5:30] = True
-    masks[1, 20:35, 20:45] = True
-    masks[2, 0:2, 0:50] = True
-    in_order = np.zeros((40, 50), np.uint8)
-    paint_masks(in_order, masks, np.array([1, 2, 3]))
-    reversed_order = np.zeros((40, 50), np.uint8)
-    paint_masks(reversed_order, masks[::-1], np.array([3, 2, 1]))
-    assert np.array_equal(in_order, reversed_order)
-    assert in_order[25, 25] == 2 and in_order[10, 10] == 1 and in_order[1, 10] == 3 and in_order[38, 2] == 0
-    assert np.count_nonzero(in_order == 2) == masks[1].sum()

@@ -52,6 +52,9 @@ class StrategyParams:
     ([<section>.<strategy>], by field name), whose defaults are what router/routes.toml ships, and whose
     `__post_init__` raises ValueError (or TypeError) on values the strategy cannot run with."""
 
+    def __post_init__(self) -> None:
+        """Nothing to check here; subclasses check their fields and call this (a cooperative chain)."""
+
 
 def _no_slices(boxes: np.ndarray, params: StrategyParams) -> int:
     return 0

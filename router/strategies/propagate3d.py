@@ -23,7 +23,7 @@ from router.casefile import label_dtype
 from router.strategies import BoxPredictor, EmbeddingPredictor, OnSlice, Strategy, StrategyParams
 from router.strategies.footprint import EmbeddingRoom, covered, max_overlap, most_active, slice_bytes
 from router.strategies.interpolation import interpolate_masks, mask_dice
-from router.strategies.labels import paint_masks
+from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes
 
 if TYPE_CHECKING:
     from models.predictor import Embedding
@@ -89,6 +89,7 @@ class SkipParams(StrategyParams):
     def __post_init__(self) -> None:
         """Raise ValueError unless 1 <= skip_step, skip_outer_step <= MAX_SKIP_STEP, 0 <= skip_dice <= 1,
         skip_min_area >= 0 and the two skip_blend_* are bools."""
+        super().__post_init__()
         for name, step in (("skip_step", self.skip_step), ("skip_outer_step", self.skip_outer_step)):
             if not (isinstance(step, int) and 1 <= step <= MAX_SKIP_STEP):
                 raise ValueError(f"{name} must be an integer in [1, {MAX_SKIP_STEP}], got {step}")
@@ -276,12 +277,13 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PropagateParams(SkipParams):
+class PropagateParams(SkipParams, MaskParams):
     """propagate's parameters ([<section>.propagate]); the defaults are what router/routes.toml ships.
 
     core: slices within core x half the z range of each box's middle slice are prompted with the given
     box (propagate_masks); the skip_* fields (SkipParams): which slices are not encoded, and how they get
-    their masks (interpolated, or decoded on blended embeddings).
+    their masks (interpolated, or decoded on blended embeddings); clip_to_box, overlap, overlap_max_take:
+    how masks go into the label map (MaskParams), the box being the 3D one.
     """
 
     core: float = 0.5
@@ -298,12 +300,19 @@ def segment_propagate3d(
     on_slice: OnSlice | None = None,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]), by
-    propagate_masks with the core and slice skipping of `params`."""
-    segs = np.zeros(volume.shape, label_dtype(len(boxes)))
+    propagate_masks with the core and slice skipping of `params`, masks resolved as `params` say (MaskParams)."""
+    masks_of = BoxMasks(volume.shape, *box_regions_3d(boxes), params.clip_to_box)
     sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params.slice_skip())
     for z, active, masks in sweep:
-        paint_masks(segs[z], masks, active + 1)
-    return segs
+        for index, mask in zip(active.tolist(), masks, strict=True):
+            masks_of.put_slice(index, z, mask)
+    return masks_of.label_map(label_dtype(len(boxes)), params.overlap, params.overlap_max_take)
+
+
+def box_regions_3d(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 6) [x0, y0, z0, x1, y1, z1] boxes inside a volume -> their (N, 3) inclusive (z, y, x) lows and highs."""
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 6)
+    return boxes[:, [2, 1, 0]], boxes[:, [5, 4, 3]]
 
 
 def _slice_count(boxes: np.ndarray, params: PropagateParams) -> int:
@@ -317,12 +326,14 @@ def sweep_bytes(pixels: int, masks: int) -> int:
 
 
 def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams, embeddings: EmbeddingRoom) -> int:
-    """On a (D, H, W) volume: label map, one sweep's masks, the cached embeddings of its slices."""
+    """On a (D, H, W) volume: label map, one sweep's masks, each box's kept mask (BoxMasks), the cached
+    embeddings of its slices."""
     depth, height, width = shape
     label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
     active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
     cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
-    return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache
+    kept = box_masks_bytes(shape, *box_regions_3d(boxes), params.clip_to_box, label_bytes)
+    return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache + kept
 
 
 def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:

@@ -2,9 +2,8 @@
 
 Each box's sub-volume is segmented once per view (axial, coronal, sagittal), each view with
 middle-slice propagation and the box projected onto that view's planes; a voxel is kept where the
-weighted votes reach `min_votes` (2 of 3 by default). Votes are per object, so where views disagree
-about which object a voxel belongs to, the object with more votes wins (ties: the later box), never
-simply the lowest label. Masks are counted only inside each box, so the result stays inside it.
+weighted votes reach `min_votes` (2 of 3 by default). Votes are per object and counted only inside each
+box; a voxel that several objects keep goes to one of them by the overlap rule (router.strategies.labels).
 """
 
 from __future__ import annotations
@@ -17,7 +16,14 @@ import numpy as np
 from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
 from router.strategies.footprint import EmbeddingRoom, covered, most_active
-from router.strategies.propagate3d import PropagateParams, propagate_masks, propagation_steps, sweep_bytes
+from router.strategies.labels import BoxMasks, box_masks_bytes
+from router.strategies.propagate3d import (
+    PropagateParams,
+    box_regions_3d,
+    propagate_masks,
+    propagation_steps,
+    sweep_bytes,
+)
 
 # Axis permutation of a (z, y, x) volume that puts each view's slicing axis first.
 VIEW_AXES: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
@@ -38,7 +44,9 @@ class TriplanarParams(PropagateParams):
 
     views: the views that vote (VIEW_AXES), weights: one weight each (None: 1.0 each), min_votes: the
     weighted votes a voxel needs. core and the skip_* fields: those of each view's propagation
-    (PropagateParams); here every slice is prompted with the box itself (core 1.0).
+    (PropagateParams); here every slice is prompted with the box itself (core 1.0). overlap and
+    overlap_max_take: as propagate's (MaskParams); votes are counted only inside each box, so clip_to_box
+    must stay true.
     """
 
     views: tuple[str, ...] = DEFAULT_VIEWS
@@ -50,9 +58,11 @@ class TriplanarParams(PropagateParams):
     skip_blend_core: bool = True
 
     def __post_init__(self) -> None:
-        """Raise ValueError on core or skip_* values propagation cannot run with, views outside VIEW_AXES,
+        """Raise ValueError on core, skip_* or mask values propagation cannot run with, views outside VIEW_AXES,
         not one weight per view, or a min_votes the weights can never reach. Lists become tuples."""
         super().__post_init__()
+        if not self.clip_to_box:
+            raise ValueError("triplanar_vote counts votes only inside each box: clip_to_box must be true")
         views, weights = self.views, list(self.view_weights)
         if len(weights) != len(views) or any(view not in VIEW_AXES for view in views):
             raise ValueError(f"views must be among {list(VIEW_AXES)} with one weight each, got {views} / {weights}")
@@ -91,14 +101,10 @@ def segment_triplanar(
                 # transpose() is a view, so this adds into the box's (z, y, x) vote array.
                 votes[index].transpose(axes)[s - low[0]] += weight * mask[low[1] : high[1], low[2] : high[2]]
 
-    segs = np.zeros(volume.shape, label_dtype(len(boxes)))
-    best = np.zeros(volume.shape, np.float32)
+    masks_of = BoxMasks(volume.shape, lows, highs - 1)  # votes are only ever counted inside the box
     for index, box_votes in enumerate(votes):
-        region = tuple(slice(lo, hi) for lo, hi in zip(lows[index], highs[index], strict=True))
-        wins = (box_votes >= params.min_votes) & (box_votes >= best[region])
-        segs[region][wins] = index + 1
-        best[region][wins] = box_votes[wins]
-    return segs
+        masks_of.set_mask(index, box_votes >= params.min_votes)
+    return masks_of.label_map(label_dtype(len(boxes)), params.overlap, params.overlap_max_take)
 
 
 def vote_slice_count(boxes: np.ndarray, params: TriplanarParams) -> int:
@@ -107,8 +113,9 @@ def vote_slice_count(boxes: np.ndarray, params: TriplanarParams) -> int:
 
 
 def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams, embeddings: EmbeddingRoom) -> int:
-    """On a (D, H, W) volume: two transposed copies, label map, float32 `best` map and per-box float32 votes
-    (+ bool temporaries of the largest), one slice's masks of the widest view, the cache of every view."""
+    """On a (D, H, W) volume: two transposed copies, label map, per-box float32 votes (+ bool temporaries of
+    the largest), each box's kept mask (BoxMasks), one slice's masks of the widest view, the cache of every
+    view."""
     depth, height, width = shape
     voxels = math.prod(shape)
     label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
@@ -117,7 +124,8 @@ def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarPa
     slice_pixels = max(height * width, depth * width, depth * height)
     slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
                  for axis, extent in ((2, depth), (1, height), (0, width)))
-    return ((2 + label_bytes + 4) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max())
+    kept = box_masks_bytes(shape, *box_regions_3d(boxes), True, label_bytes)
+    return ((2 + label_bytes) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max()) + kept
             + sweep_bytes(slice_pixels, most_active(shape, boxes)) + embeddings.cached(slices))
 
 
