@@ -27,7 +27,7 @@ def make_big_image(out_dir: Path, seed: int = 0, size: int = 2048, objects: int 
     """Write a (size, size, 3) uint8 microscopy-like image with `objects` textured discs: (case, ground truth).
 
     Every disc that stays visible gets its tight box; labels follow box order, and later discs cover
-    earlier ones, as the output's "later boxes win" rule does.
+    earlier ones (big_disc_image).
     """
     image, labels = big_disc_image(seed, size, objects)
     (out_dir / "big_gts").mkdir(exist_ok=True)

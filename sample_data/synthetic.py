@@ -97,7 +97,7 @@ def big_ct_volume(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def big_disc_image(seed: int = 0, size: int = 2048, objects: int = 300) -> tuple[np.ndarray, np.ndarray]:
     """A (size, size, 3) uint8 microscopy-like image of textured discs and its (size, size) uint16 labels.
 
-    Later discs cover earlier ones, as the output's "later boxes win" rule does; discs covered
+    Later discs cover earlier ones (the ground truth's own order, like a slide's); discs covered
     completely are dropped and the rest relabelled 1..K in order.
     """
     rng = np.random.default_rng(seed)

@@ -86,6 +86,26 @@ def test_a_near_copy_of_a_larger_mask_does_not_take_it():
         assert (loose == label[tuple(near_copy)]).sum() == 23 * 23  # no guard: the smaller box takes it
 
 
+def test_a_clearly_smaller_box_takes_a_larger_box_s_wrong_blob():
+    """The myocardium's box holds the left ventricle's; the myocardium's mask is a wrong blob lying inside the
+    ventricle's box. The ventricle's box (a third of the area) wins the blob though it takes all of it."""
+
+    class BlobPredictor(BoxFillingPredictor):
+        def predict(self, boxes):
+            masks = super().predict(boxes)
+            masks[np.all(np.asarray(boxes) == myocardium, axis=1)] = masks[np.all(np.asarray(boxes) == ventricle,
+                                                                                  axis=1)].any(axis=0)
+            return masks
+
+    myocardium, ventricle = [2, 2, 27, 27], [8, 8, 22, 22]  # 26^2 and 15^2 px: ratio 0.33
+    image = np.zeros((30, 30, 3), np.uint8)
+    for order in ([myocardium, ventricle], [ventricle, myocardium]):
+        segs = segment_image2d(image, np.array(order, float), BlobPredictor((30, 30)), Image2dParams())
+        label = {tuple(box): i + 1 for i, box in enumerate(order)}
+        assert (segs[8:23, 8:23] == label[tuple(ventricle)]).all() and (segs == label[tuple(ventricle)]).sum() == 225
+        assert not (segs == label[tuple(myocardium)]).any()  # its whole blob is the ventricle's
+
+
 def test_box_masks_put_places_windows_and_slices_inside_each_box():
     lows, highs = box_regions_3d(np.array([[2, 1, 0, 5, 3, 1]]))  # x 2..5, y 1..3, z 0..1
     masks = BoxMasks((3, 6, 8), lows, highs)
@@ -98,7 +118,8 @@ def test_box_masks_put_places_windows_and_slices_inside_each_box():
     assert not masks.label_map(np.uint8).any()
 
 
-@pytest.mark.parametrize("bad", [dict(overlap="largest"), dict(overlap_max_take=1.5), dict(clip_to_box="yes")])
+@pytest.mark.parametrize("bad", [dict(overlap="largest"), dict(overlap_max_take=1.5), dict(overlap_same_box=-0.1),
+                                 dict(clip_to_box="yes")])
 def test_mask_params_refuse_what_they_cannot_run_with(bad):
     with pytest.raises(ValueError):
         MaskParams(**bad)

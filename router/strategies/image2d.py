@@ -30,7 +30,7 @@ class Image2dParams(MaskParams):
     moves with its threshold) is under `zoom_stability`, is decoded again in a crop of about 1.5 x
     tile_scale x its side, at least min_window px, in at most max_windows crops (tiles grow to keep to
     it; router.strategies.zoom). zoom_below 0: never; zoom_stability above 1: every small box.
-    clip_to_box, overlap, overlap_max_take: how masks go into the label map (MaskParams).
+    clip_to_box, overlap, overlap_*: how masks go into the label map (MaskParams).
     """
 
     zoom_below: float = 0.1
@@ -91,7 +91,7 @@ def segment_image2d(
             y0, x0, y1, x1 = window
             predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
             _decode_into(masks_of, boxes - np.array([x0, y0, x0, y0]), indices, predictor, (y0, x0))
-    return masks_of.label_map(dtype, params.overlap, params.overlap_max_take)
+    return params.resolve(masks_of, dtype)
 
 
 def _decode_into(masks_of: BoxMasks, boxes: np.ndarray, indices: np.ndarray, predictor: ScoredBoxPredictor,

@@ -16,8 +16,9 @@ import numpy as np
 from router.strategies import StrategyParams
 
 # later_box: box order decides (label i + 1 over label i), what the challenge's baseline does.
-# smaller_box: the box of smaller volume wins (a lesion in its organ, an organ in a vessel tree's box), unless
-#   it would take more than `overlap_max_take` of the other mask's voxels: then that one keeps them.
+# smaller_box: the box of smaller volume wins (a lesion in its organ, an organ in a vessel tree's box), except
+#   over near-copies: where two boxes nearly coincide (`overlap_same_box`) and one mask would take more than
+#   `overlap_max_take` of the other's voxels, the larger box keeps them.
 OVERLAP_RULES = ("smaller_box", "later_box")
 
 
@@ -27,24 +28,34 @@ class MaskParams(StrategyParams):
 
     clip_to_box: a box's mask keeps only the voxels inside its box (the prompt says the object is there).
     overlap: who takes a voxel that several masks claim (OVERLAP_RULES).
-    overlap_max_take: with smaller_box, a mask may take at most this fraction of another's voxels; a smaller
-        box whose mask would take more of a larger one's (two near-copies of one blob) leaves them to it.
+    overlap_max_take, overlap_same_box: with smaller_box, a box whose volume is at least `overlap_same_box` of a
+        larger one's tells nothing of which structure lies inside which (a necrotic core's box and its
+        enhancing tumour's); where its mask would take more than `overlap_max_take` of that larger one's
+        voxels (two near-copies of one blob), the larger box keeps them. A clearly smaller box (the left
+        ventricle in the myocardium's) wins whatever it takes: a larger box's mask lying mostly inside a much
+        smaller box is the wrong one.
     """
 
     clip_to_box: bool = True
     overlap: str = "smaller_box"
     overlap_max_take: float = 0.5
+    overlap_same_box: float = 0.8
 
     def __post_init__(self) -> None:
         """Raise ValueError unless clip_to_box is a bool, overlap one of OVERLAP_RULES and
-        0 <= overlap_max_take <= 1."""
+        overlap_max_take and overlap_same_box in [0, 1]."""
         super().__post_init__()
         if not isinstance(self.clip_to_box, bool):
             raise ValueError(f"clip_to_box must be true or false, got {self.clip_to_box}")
         if self.overlap not in OVERLAP_RULES:
             raise ValueError(f"overlap must be one of {list(OVERLAP_RULES)}, got {self.overlap!r}")
-        if not 0.0 <= self.overlap_max_take <= 1.0:
-            raise ValueError(f"overlap_max_take must be in [0, 1], got {self.overlap_max_take}")
+        for name, value in (("overlap_max_take", self.overlap_max_take), ("overlap_same_box", self.overlap_same_box)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+    def resolve(self, masks: BoxMasks, dtype: np.dtype | type) -> np.ndarray:
+        """`masks`' label map of `dtype` by these parameters' rule (BoxMasks.label_map)."""
+        return masks.label_map(dtype, self.overlap, self.overlap_max_take, self.overlap_same_box)
 
 
 class BoxMasks:
@@ -92,11 +103,13 @@ class BoxMasks:
         origin = self.origins[index]
         return tuple(slice(int(o), int(o) + n) for o, n in zip(origin, self.crops[index].shape, strict=True))
 
-    def label_map(self, dtype: np.dtype | type, overlap: str = "smaller_box", max_take: float = 0.5) -> np.ndarray:
+    def label_map(self, dtype: np.dtype | type, overlap: str = "smaller_box", max_take: float = 0.5,
+                  same_box: float = 0.8) -> np.ndarray:
         """The label map (label i + 1 for box i, 0 background) of `dtype`, contested voxels given by
         `overlap` (OVERLAP_RULES): later_box paints in box order; smaller_box paints from the largest box to
-        the smallest (equal volumes: box order), each mask taking the voxels of those painted before
-        except where it would take more than `max_take` of one mask's voxels."""
+        the smallest (equal volumes: box order), each mask taking the voxels of those painted before except
+        where its box has at least `same_box` of that one's volume and it would take more than `max_take` of
+        that one's voxels (MaskParams)."""
         if overlap not in OVERLAP_RULES:
             raise ValueError(f"unknown overlap rule {overlap!r} (known: {', '.join(OVERLAP_RULES)})")
         segs = np.zeros(self.shape, dtype)
@@ -107,16 +120,17 @@ class BoxMasks:
             return segs
         sizes = np.array([int(crop.sum()) for crop in self.crops], np.int64)
         for index in sorted(range(count), key=lambda i: (-int(self.box_volumes[i]), i)):
-            self._paint(segs, index, (sizes, max_take))
+            self._paint(segs, index, (sizes, max_take, same_box))
         return segs
 
-    def _paint(self, segs: np.ndarray, index: int, guard: tuple[np.ndarray, float] | None) -> None:
+    def _paint(self, segs: np.ndarray, index: int, guard: tuple[np.ndarray, float, float] | None) -> None:
         mask = self.crops[index]
         target = segs[self.region(index)]
         if guard is not None:
-            sizes, max_take = guard
+            sizes, max_take, same_box = guard
             claimed = np.bincount(target[mask].astype(np.int64), minlength=len(self.crops) + 1)[1:]
-            for owner in np.flatnonzero(claimed > max_take * sizes):
+            same = self.box_volumes[index] >= same_box * self.box_volumes
+            for owner in np.flatnonzero((claimed > max_take * sizes) & same):
                 mask = mask & (target != owner + 1)  # near-copies: the larger box keeps its voxels
         target[mask] = index + 1
 

@@ -282,7 +282,7 @@ class PropagateParams(SkipParams, MaskParams):
 
     core: slices within core x half the z range of each box's middle slice are prompted with the given
     box (propagate_masks); the skip_* fields (SkipParams): which slices are not encoded, and how they get
-    their masks (interpolated, or decoded on blended embeddings); clip_to_box, overlap, overlap_max_take:
+    their masks (interpolated, or decoded on blended embeddings); clip_to_box, overlap, overlap_*:
     how masks go into the label map (MaskParams), the box being the 3D one.
     """
 
@@ -306,7 +306,7 @@ def segment_propagate3d(
     for z, active, masks in sweep:
         for index, mask in zip(active.tolist(), masks, strict=True):
             masks_of.put_slice(index, z, mask)
-    return masks_of.label_map(label_dtype(len(boxes)), params.overlap, params.overlap_max_take)
+    return params.resolve(masks_of, label_dtype(len(boxes)))
 
 
 def box_regions_3d(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

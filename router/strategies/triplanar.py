@@ -45,7 +45,7 @@ class TriplanarParams(PropagateParams):
     views: the views that vote (VIEW_AXES), weights: one weight each (None: 1.0 each), min_votes: the
     weighted votes a voxel needs. core and the skip_* fields: those of each view's propagation
     (PropagateParams); here every slice is prompted with the box itself (core 1.0). overlap and
-    overlap_max_take: as propagate's (MaskParams); votes are counted only inside each box, so clip_to_box
+    overlap_*: as propagate's (MaskParams); votes are counted only inside each box, so clip_to_box
     must stay true.
     """
 
@@ -104,7 +104,7 @@ def segment_triplanar(
     masks_of = BoxMasks(volume.shape, lows, highs - 1)  # votes are only ever counted inside the box
     for index, box_votes in enumerate(votes):
         masks_of.set_mask(index, box_votes >= params.min_votes)
-    return masks_of.label_map(label_dtype(len(boxes)), params.overlap, params.overlap_max_take)
+    return params.resolve(masks_of, label_dtype(len(boxes)))
 
 
 def vote_slice_count(boxes: np.ndarray, params: TriplanarParams) -> int:
