@@ -20,6 +20,7 @@ from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
 from router.casefile import check_writable
 from router.efficiency import EfficiencyLog
 from router.parts import efficiency_name
+from router.provenance import RunRecord, record_name, run_facts
 from router.routing import RoutingTable
 from router.runner import Backend, LocalBackend, list_cases, run_cases
 
@@ -108,12 +109,18 @@ def main(argv: list[str] | None = None) -> int:
 
         # explicit paths must be on the shared folder; by default each worker uses its own models/ir and table
         settings = Settings(str(args.models.resolve()) if args.models else None, args.threads, args.precision,
-                            args.cache_mb << 20, str(args.config.resolve()) if args.config else None)
+                            args.cache_mb << 20, str(args.config.resolve()) if args.config else None,
+                            str(args.ov_cache.resolve()) if args.ov_cache else None)
         backend = DaskBackend(args.scheduler, settings)
     else:
         backend = LocalBackend(table, pool, progress=not args.no_progress)
+    arguments = {"threads": args.threads, "precision": args.precision, "config": str(args.config or ""),
+                 "cache_mb": args.cache_mb, "num_parts": args.num_parts, "part_id": args.part_id,
+                 "scheduler": args.scheduler or "", "continue_prediction": args.continue_prediction}
+    record = RunRecord(args.output / record_name(args.num_parts, args.part_id), run_facts(pool, args.config, arguments),
+                       resume=args.continue_prediction)
     return run_cases(cases, args.output, backend, timings, resume=args.continue_prediction,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, record=record)
 
 
 if __name__ == "__main__":

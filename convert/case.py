@@ -207,6 +207,9 @@ def to_image(segs_path: Path, out_path: Path, reference: Path | None = None, geo
             raise ConvertError(f"cannot read geometry file {sidecar_path}: {error}") from error
         if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
             raise ConvertError(f"{sidecar_path} is not a geometry file written by seg-convert to-case")
+        missing = [key for key in SIDE_CAR_KEYS if key not in sidecar]
+        if missing:
+            raise ConvertError(f"{sidecar_path} lacks {', '.join(missing)}: write it again with seg-convert to-case")
     if sidecar is None and reference is None:
         raise ConvertError(f"no geometry: pass --reference IMAGE, or keep the geometry/"
                            f"{Path(segs_path).stem}.json that to-case wrote")

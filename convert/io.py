@@ -78,10 +78,6 @@ class Geometry:
         offsets = np.asarray(points, np.float64) - np.asarray(self.origin)
         return np.linalg.solve(self.matrix(), offsets.T).T
 
-    def to_physical(self, indices: np.ndarray) -> np.ndarray:
-        """(N, d) indices (x, y[, z]) -> (N, d) physical points (LPS mm)."""
-        return np.asarray(indices, np.float64) @ self.matrix().T + np.asarray(self.origin)
-
     def mismatch(self, other: Geometry) -> str | None:
         """Why `other` does not cover the same voxels as this geometry, or None if it does.
 

@@ -55,7 +55,7 @@ class RunResult:
 
 
 @dataclass
-class CaseResult:
+class CaseTimings:
     """All repeats of one case, summarised as one CSV row."""
 
     case: str
@@ -212,10 +212,10 @@ def run_once(
 
 def time_case(
     client: docker.DockerClient, args: argparse.Namespace, command: list[str] | None, case: Path, work: Path
-) -> CaseResult:
+) -> CaseTimings:
     """All repeats of one case; the last good output goes to the output folder."""
     inputs, outputs = work / "inputs", work / "outputs"
-    result = CaseResult(case.name)
+    result = CaseTimings(case.name)
     for repeat in range(args.repeat):
         empty_folder(inputs)
         empty_folder(outputs)

@@ -26,7 +26,7 @@ from typing import Any
 from models.pool import ModelPool
 from router.casefile import remove_stale_temps
 from router.messages import error_line, route_warnings, summary_line
-from router.pipeline import segment_file
+from router.pipeline import Segmenter
 from router.routing import RoutingTable
 from router.runner import CaseOutcome, RunError, Warn
 
@@ -34,18 +34,21 @@ from router.runner import CaseOutcome, RunError, Warn
 @dataclass(frozen=True)
 class Settings:
     """What a worker needs to build its pool and table (hashable: the key of its cache). `threads`
-    None: the CPUs the worker process may use (models.hardware.cpu_budget) divided by its Dask threads."""
+    None: the CPUs the worker process may use (models.hardware.cpu_budget) divided by its Dask threads.
+    ov_cache: OpenVINO's compiled-model cache folder (predict.py --ov-cache), None for $SEG_OV_CACHE_DIR
+    on the worker, or none."""
 
     models: str | None
     threads: int | None
     precision: str
     cache_bytes: int
     config: str | None
+    ov_cache: str | None = None
 
 
-# (settings, thread id) -> (routing table, pool): one pool per worker thread, built on its first case.
-# A predictor is not shared by two threads; with `dask worker --nthreads 1` that is one pool per process.
-_POOLS: dict[tuple[Settings, int], tuple[RoutingTable, ModelPool]] = {}
+# (settings, thread id) -> Segmenter: one per worker thread, built on its first case. A predictor is not
+# shared by two threads; with `dask worker --nthreads 1` that is one per process.
+_SEGMENTERS: dict[tuple[Settings, int], Segmenter] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -63,29 +66,30 @@ def _worker_threads(settings: Settings) -> int:
     return max(1, cpu_budget() // max(1, concurrent))
 
 
-def worker_pool(settings: Settings) -> tuple[RoutingTable, ModelPool]:
-    """This worker thread's routing table and ModelPool, made on first use and kept for later cases."""
+def worker_segmenter(settings: Settings) -> Segmenter:
+    """This worker thread's Segmenter (routing table and ModelPool), made on first use and kept for later cases."""
     key = (settings, threading.get_ident())
     with _POOLS_LOCK:
-        if key not in _POOLS:
+        if key not in _SEGMENTERS:
             table = RoutingTable.load(Path(settings.config) if settings.config else None)
             models = Path(settings.models) if settings.models else None
-            _POOLS[key] = table, ModelPool(models, _worker_threads(settings), settings.precision,
-                                           settings.cache_bytes)
-        return _POOLS[key]
+            pool = ModelPool(models, _worker_threads(settings), settings.precision, settings.cache_bytes,
+                             ov_cache=Path(settings.ov_cache) if settings.ov_cache else None)
+            _SEGMENTERS[key] = Segmenter(table, pool)
+        return _SEGMENTERS[key]
 
 
 def segment_task(path: str, output: str, settings: Settings) -> CaseOutcome:
-    """One case on a worker: segment_file with the worker's pool; errors become the result's line."""
+    """One case on a worker, by the worker's Segmenter; errors become the result's line."""
     name = Path(path).name
     found: list[tuple[str, str]] = []
     try:
-        table, pool = worker_pool(settings)
-        result = segment_file(Path(path), table, pool, Path(output),
-                              on_route=lambda case, route: found.extend(route_warnings(case, route)))
+        result = worker_segmenter(settings).segment_file(
+            Path(path), Path(output), on_route=lambda case, route: found.extend(route_warnings(case, route)))
     except Exception as error:  # one broken case must not stop the others
         return CaseOutcome(name, None, error_line(name, error), tuple(found))
-    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found))
+    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found), result.route.describe(),
+                       result.precision)
 
 
 class DaskBackend:

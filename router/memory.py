@@ -145,13 +145,14 @@ def checked_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | Non
 
 @dataclass(frozen=True)
 class Estimate:
-    """Bytes a case needs at each decoder batch size (DECODE_BATCHES), reading included."""
+    """Bytes a case needs at each decoder batch size tried (the predictor's, halved down to 1), reading included."""
 
     by_batch: dict[int, int]
 
     def best_batch(self, available: int) -> int | None:
         """The largest decoder batch whose need fits in `available`; None if even one box does not fit."""
-        return next((batch for batch in DECODE_BATCHES if self.by_batch[batch] <= available), None)
+        return next((batch for batch in sorted(self.by_batch, reverse=True) if self.by_batch[batch] <= available),
+                    None)
 
 
 def estimate_case(
@@ -161,6 +162,7 @@ def estimate_case(
     route: Route,
     warmth: Warmth = Warmth(),
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    default_batch: int = DEFAULT_DECODE_BATCH,
 ) -> Estimate:
     """Upper bound of a case's peak memory above the process's current resident memory, per decoder batch.
 
@@ -168,15 +170,16 @@ def estimate_case(
     reading only, as read_case will refuse it); route: what will run it, whose strategy estimates its
     working memory and whose model's buffers (ModelSpec.buffers) are counted. Read and run phases do not
     overlap (the loaded array is the case image or freed by its conversion), so the need is the larger of
-    the two, plus MISC_BYTES.
+    the two, plus MISC_BYTES. default_batch: the predictor's decoder batch; its halvings are estimated too.
     """
+    batches = _halvings(default_batch)
     image = headers["imgs"]
     others = sum(header.nbytes for name, header in headers.items() if name in ("boxes", "spacing"))
     reading = read_bytes(dim, image, others)
     shape = segs_shape(dim, image)
     clipped = None if shape is None or boxes is None else checked_boxes(boxes, shape)
     if shape is None or clipped is None:
-        return Estimate({batch: reading + MISC_BYTES for batch in DECODE_BATCHES})
+        return Estimate({batch: reading + MISC_BYTES for batch in batches})
     image_bytes = math.prod(shape) * (3 if dim == 2 else 1)
     strategy, spec = get_strategy(route.strategy), get_spec(route.model)
     work = strategy.working_bytes(shape, clipped, route.params, EmbeddingRoom(spec.embedding_bytes, cache_bytes))
@@ -185,17 +188,17 @@ def estimate_case(
     encoder = 0 if warmth.encoded or len(clipped) == 0 else buffers.first_encode
     return Estimate({
         batch: max(reading, image_bytes + work + encoder + _decoder(buffers, warmth, per_call, batch)) + MISC_BYTES
-        for batch in DECODE_BATCHES
+        for batch in batches
     })
 
 
-def plan_case(estimate: Estimate, available: int | None, default_batch: int = DECODE_BATCHES[0]) -> int:
+def plan_case(estimate: Estimate, available: int | None, default_batch: int = DEFAULT_DECODE_BATCH) -> int:
     """The decoder batch to run a case with: `default_batch` when it fits (or nothing is known of the
     memory), else the largest smaller one that fits. Raises CaseError naming both sizes when none does."""
     if available is None or estimate.by_batch[default_batch] <= available:
         return default_batch
     batch = estimate.best_batch(available)
     if batch is None or batch > default_batch:
-        raise CaseError(f"needs {gib(estimate.by_batch[DECODE_BATCHES[-1]])} of memory, "
+        raise CaseError(f"needs {gib(estimate.by_batch[1])} of memory, "
                         f"{gib(available)} available: not segmented")
     return batch

@@ -1,7 +1,8 @@
 """One case end to end: read -> route -> strategy -> predictor -> segs (-> written).
 
-`segment_file` is the one path every runner takes (predict.py, the benchmark, a cluster worker); the
-runners keep only their loop, their messages and their exit status.
+`Segmenter` is the one path every runner takes (predict.py, the benchmark, a cluster worker) and what a
+library user calls on an image in memory (`Segmenter.segment`); the runners keep only their loop, their
+messages and their exit status.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from router.memory import Warmth, available_bytes, estimate_case, gib, plan_case
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 from router.strategies.registry import get_strategy
+from router.validation import validate_case
 
 # progress(case, route, slices) -> a context manager giving the per-slice callback (slices: 0 for 2D)
 Progress = Callable[[Case, Route, int], AbstractContextManager[OnSlice]]
@@ -101,29 +103,118 @@ def segment_case(
 
 
 def plan_memory(
-    path: Path, headers: dict[str, ArrayHeader], route: Route, warmth: Warmth, cache_bytes: int, default_batch: int,
-    memory: Memory = available_bytes,
+    dim: int, headers: dict[str, ArrayHeader], boxes: np.ndarray | None, route: Route, predictor: SamPredictor,
+    memory: Memory = available_bytes, name: str = "case",
 ) -> int:
-    """The decoder batch the case at `path` can run with in the memory left, from its npy `headers`
-    (nothing large is decompressed): `default_batch` when it fits. `warmth` and `cache_bytes` are those of
-    the route's predictor, compiled before `memory()` is asked. Raises CaseError naming the need and the
-    room when the case cannot fit at all."""
+    """The decoder batch a case can run with in the memory left, from its arrays' `headers` and its `boxes`
+    as stored (nothing large is decompressed): the predictor's own when it fits. `predictor` is the route's,
+    compiled before `memory()` is asked. Raises CaseError naming the need and the room when the case cannot
+    fit at all; `name` names the case in the warning that a smaller batch is used."""
+    default_batch = predictor.decode_batch
     if "imgs" not in headers:
         return default_batch  # read_case names the missing key
-    dim, _ = case_kind(path)
-    boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
-    estimate = estimate_case(dim, headers, boxes, route, warmth, cache_bytes)
+    warmth = Warmth(predictor.encoder_calls > 0, predictor.decoded_batch)
+    estimate = estimate_case(dim, headers, boxes, route, warmth, predictor.cache.budget_bytes, default_batch)
     available = memory()
     batch = plan_case(estimate, available, default_batch)
     if batch != default_batch:
         log.warning("%s: decoding %d boxes at a time to fit in memory (needs %s at %d, %s available)",
-                    path.name, batch, gib(estimate.by_batch[default_batch]), default_batch, gib(available or 0))
+                    name, batch, gib(estimate.by_batch[default_batch]), default_batch, gib(available or 0))
     return batch
 
 
 @contextlib.contextmanager
 def _no_progress(case: Case, route: Route, slices: int) -> Iterator[OnSlice]:
     yield lambda: None
+
+
+class Segmenter:
+    """Box-prompted segmentation of images in memory or in case files, models compiled once.
+
+    Every path takes the same routing table (modality -> model and strategy), strategies and memory guard:
+
+        segmenter = Segmenter.create(precision="auto")           # compiles nothing until the first case
+        segs = segmenter.segment(volume, boxes, modality="CT", spacing=(0.8, 0.8, 2.5))
+        result = segmenter.segment_file(Path("3DBox_CT_0001.npz"), output=Path("out/3DBox_CT_0001.npz"))
+
+    table, pool: the routing table and the compiled models (models.pool.ModelPool) it runs on.
+    memory: what the process may still allocate (router.memory.available_bytes; None: no memory guard).
+    """
+
+    def __init__(self, table: RoutingTable, pool: ModelPool, memory: Memory | None = available_bytes) -> None:
+        self.table, self.pool, self.memory = table, pool, memory
+
+    @classmethod
+    def create(
+        cls, precision: str = "auto", threads: int | None = None, config: Path | None = None,
+        models: Path | None = None, ov_cache: Path | None = None,
+    ) -> Segmenter:
+        """A segmenter with the routing table `config` (None: router/routes.toml), the models exported in
+        `models` (None: $SEG_MODEL_DIR or models/ir) at `precision` (auto, fp32, bf16 or int8) on `threads`
+        (None: all this process may use) and OpenVINO's compiled-model cache in `ov_cache` (None: none)."""
+        return cls(RoutingTable.load(config), ModelPool(models, threads, precision, ov_cache=ov_cache))
+
+    def segment(
+        self, image: np.ndarray, boxes: np.ndarray, modality: str, spacing: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """The label map of an image in memory: label i for boxes[i - 1], 0 background.
+
+        image: (H, W, 3) or (H, W) for 2D, (D, H, W) = (z, y, x) for 3D; uint8, or any real dtype scaled to
+        0..255 as files are. boxes: (N, 4) [x0, y0, x1, y1] or (N, 6) [x0, y0, z0, x1, y1, z1], inclusive
+        pixel indices (N, 6 makes the case 3D). modality: as in a case file's name ("CT", "MR", "PET", ...;
+        unknown ones take the table's default). spacing: (x, y, z) in mm for 3D, SimpleITK's order.
+        Raises router.validation.CaseError (one line) for arrays that cannot be segmented.
+        """
+        boxes = np.asarray(boxes)
+        dim = 3 if boxes.ndim == 2 and boxes.shape[1] == 6 else 2
+        arrays = {"imgs": np.asarray(image), "boxes": boxes}
+        if spacing is not None:
+            arrays["spacing"] = np.asarray(spacing, np.float64)
+        name = f"{dim}DBox_{modality}_array"
+        _, canonical = case_kind(Path(name + ".npz"))
+        headers = {key: ArrayHeader(value.shape, value.dtype) for key, value in arrays.items()}
+        route = self.table.route(dim, canonical, self.pool.available)
+        decode_batch = self._decode_batch(dim, headers, boxes, route, name)
+        case = Case(name, canonical, dim, *validate_case(arrays, dim))
+        return self._run(case, route, decode_batch)
+
+    def segment_file(
+        self, path: Path, output: Path | None = None, on_route: OnRoute | None = None,
+        progress: Progress | None = None,
+    ) -> CaseResult:
+        """Read the case file at `path`, route it, segment it and, with `output`, write `segs` there atomically.
+
+        Before the image is decompressed, its npy header gives the case's need (router.memory); a case that
+        fits only with fewer boxes per decoder call gets that, one that cannot fit raises CaseError.
+        Raises router.casefile.CaseError for a case that cannot be segmented (one-line message); any other
+        exception is a failure of this case only.
+        """
+        start = time.perf_counter()
+        dim, modality = case_kind(path)
+        route = self.table.route(dim, modality, self.pool.available)
+        decode_batch = None
+        if self.memory is not None:
+            headers = read_headers(path)  # a file that is not an npz is refused here, before a model compiles
+            boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES) if "imgs" in headers else None
+            decode_batch = self._decode_batch(dim, headers, boxes, route, path.name)
+        case = read_case(path)
+        if on_route is not None:
+            on_route(case, route)
+        segs = self._run(case, route, decode_batch, progress)
+        if output is not None:
+            write_segs(output, segs)
+        return CaseResult(case, route, self.pool.resolve_precision(route.model), segs, time.perf_counter() - start)
+
+    def _decode_batch(self, dim: int, headers: dict[str, ArrayHeader], boxes: np.ndarray | None, route: Route,
+                      name: str) -> int | None:
+        if self.memory is None:
+            return None
+        predictor = self.pool.get(route.model)  # compiled first: its memory is then part of what is already used
+        return plan_memory(dim, headers, boxes, route, predictor, self.memory, name)
+
+    def _run(self, case: Case, route: Route, decode_batch: int | None, progress: Progress | None = None) -> np.ndarray:
+        with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
+            return segment_case(case, route, self.pool.get(route.model), on_slice=on_slice, decode_batch=decode_batch)
 
 
 def segment_file(
@@ -135,32 +226,8 @@ def segment_file(
     progress: Progress | None = None,
     memory: Memory | None = available_bytes,
 ) -> CaseResult:
-    """Read the case at `path`, route it, segment it and, with `output`, write `segs` there atomically.
-
-    memory: what the process may still allocate (None: no memory guard). Before the image is
-    decompressed, its npy header gives the case's need (router.memory); a case that fits only with
-    fewer boxes per decoder call gets that, one that cannot fit raises CaseError.
-    Raises router.casefile.CaseError for a case that cannot be segmented (one-line message); any other
-    exception is a failure of this case only.
-    """
-    start = time.perf_counter()
-    dim, modality = case_kind(path)
-    route = table.route(dim, modality, pool.available)
-    decode_batch = None
-    if memory is not None:
-        headers = read_headers(path)  # a file that is not an npz is refused here, before a model compiles
-        predictor = pool.get(route.model)  # compiled first: its memory is then part of what is already used
-        warmth = Warmth(predictor.encoder_calls > 0, predictor.decoded_batch)
-        decode_batch = plan_memory(path, headers, route, warmth, predictor.cache.budget_bytes,
-                                   predictor.decode_batch, memory)
-    case = read_case(path)
-    if on_route is not None:
-        on_route(case, route)
-    with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
-        segs = segment_case(case, route, pool.get(route.model), on_slice=on_slice, decode_batch=decode_batch)
-    if output is not None:
-        write_segs(output, segs)
-    return CaseResult(case, route, pool.resolve_precision(route.model), segs, time.perf_counter() - start)
+    """Segmenter(table, pool, memory).segment_file(path, output, on_route, progress): one case file."""
+    return Segmenter(table, pool, memory).segment_file(path, output, on_route, progress)
 
 
 def is_done(path: Path, output: Path) -> bool:

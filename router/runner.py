@@ -23,8 +23,9 @@ from router.efficiency import EfficiencyLog
 from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import select_part
-from router.pipeline import is_done, segment_file
-from router.progress import tqdm  # tqdm itself only on a terminal
+from router.pipeline import Segmenter, is_done
+from router.progress import tqdm
+from router.provenance import RunRecord  # tqdm itself only on a terminal
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 
@@ -37,12 +38,15 @@ Warn = Callable[[str, str], None]
 @dataclass(frozen=True)
 class CaseOutcome:
     """What a back-end reports for one case: its file name, the seconds (None when it failed), its summary
-    or error line and the (key, warning) pairs it has not reported through `warn` (a Dask task's)."""
+    or error line, the (key, warning) pairs it has not reported through `warn` (a Dask task's), and the
+    route and precision it ran with (empty when it failed)."""
 
     file_name: str
     seconds: float | None
     line: str
     warnings: tuple[tuple[str, str], ...] = ()
+    route: str = ""
+    precision: str = ""
 
 
 class RunError(Exception):
@@ -69,7 +73,7 @@ class LocalBackend:
     submits_all = False
 
     def __init__(self, table: RoutingTable, pool: ModelPool, progress: bool = True) -> None:
-        self.table, self.pool, self.progress = table, pool, progress
+        self.segmenter, self.progress = Segmenter(table, pool), progress
 
     def session(self) -> AbstractContextManager[None]:
         return stop_on_signals()
@@ -87,12 +91,13 @@ class LocalBackend:
 
         for path in cases:
             try:
-                result = segment_file(path, self.table, self.pool, output / path.name, on_route=on_route,
-                                      progress=self._slice_bar)
+                result = self.segmenter.segment_file(path, output / path.name, on_route=on_route,
+                                                     progress=self._slice_bar)
             except Exception as error:  # one broken case must not stop the others
                 yield CaseOutcome(path.name, None, error_line(path.name, error))
                 continue
-            yield CaseOutcome(path.name, result.seconds, summary_line(result))
+            yield CaseOutcome(path.name, result.seconds, summary_line(result), (), result.route.describe(),
+                              result.precision)
 
 
 def list_cases(folder: Path, num_parts: int = 1, part_id: int = 0) -> list[Path]:
@@ -117,12 +122,13 @@ def stopped_line(stop: Interrupted, current: Path | None, timings: EfficiencyLog
 
 def run_cases(
     cases: list[Path], output: Path, backend: Backend, timings: EfficiencyLog, resume: bool = False,
-    progress: bool = True,
+    progress: bool = True, record: RunRecord | None = None,
 ) -> int:
     """Segment `cases` into `output` on `backend`; return the exit status: 0, 1 if a case failed (or the
     back-end could not start), 128 + the signal when one stopped the run.
 
     timings: the run's efficiency file (with `resume`, the rows of the cases found done are carried).
+    record: the run's run.json (router.provenance), kept like `timings`.
     resume: skip the cases whose output is already whole (`--continue-prediction`), checked just before
     each case locally and all at once before a back-end that takes every case at once.
     """
@@ -143,6 +149,8 @@ def run_cases(
                 if is_done(path, output / path.name):
                     skipped += 1
                     timings.keep_earlier(path.stem)
+                    if record is not None:
+                        record.keep_earlier(path.stem)
                     bar.update()
                     continue
                 remove_stale_temps(output / path.name)  # an earlier run's, killed mid-write
@@ -157,6 +165,8 @@ def run_cases(
         if skipped:
             log.info("%d case(s) already done; %d to segment", skipped, len(todo))
     failed = 0
+    if record is not None:
+        record.write()  # before any case: a run that segments nothing still says what it would have run
     try:
         with bar, backend.session():
             try:
@@ -169,9 +179,13 @@ def run_cases(
                         log.error("%s", outcome.line)
                         continue
                     timings.record(Path(outcome.file_name).stem, outcome.seconds)
+                    if record is not None:
+                        record.record(Path(outcome.file_name).stem, outcome.route, outcome.precision)
                     log.info("%s", outcome.line)
             except Interrupted as stop:  # within the session: a second signal is ignored while this is said
                 timings.write()
+                if record is not None:
+                    record.write()
                 log.error("%s", stopped_line(stop, current, timings, len(cases)))
                 return 128 + stop.signum
     except RunError as error:

@@ -126,3 +126,28 @@ def test_efficiency_log_removes_the_temp_file_a_kill_left_mid_write(tmp_path):
     other_part.write_text("case,seconds\n")
     EfficiencyLog(path, resume=True)
     assert not killed.exists() and other_part.exists()
+
+
+def test_run_record_says_what_made_the_outputs_and_survives_a_resume(tmp_path, ir_dir):
+    import json
+
+    from models.pool import ModelPool
+    from router.provenance import RunRecord, run_facts
+
+    pool = ModelPool(ir_dir, 1, "fp32")
+    facts = run_facts(pool, None, {"threads": 1})
+    assert facts["precision"]["litemedsam"] == "fp32" and facts["openvino"] and facts["cpu"]
+    assert {"litemedsam_encoder.xml", "litemedsam_encoder.bin"} <= set(facts["models"])
+    assert "[default]" in facts["routing_table"]["text"] and facts["seg"]["version"]
+    path = tmp_path / "run.json"
+    (tmp_path / ".run.json.k1ll3d.tmp").write_text("{")  # a kill during a write
+    record = RunRecord(path, facts)
+    record.record("a", "litemedsam/image2d", "fp32")
+    record.record("b", "litemedsam/propagate", "fp32")
+    assert not (tmp_path / ".run.json.k1ll3d.tmp").exists()
+    resumed = RunRecord(path, facts, resume=True)
+    resumed.keep_earlier("a")
+    resumed.record("c", "litemedsam/propagate", "fp32")
+    cases = json.loads(path.read_text())["cases"]
+    assert cases == {"a": {"route": "litemedsam/image2d", "precision": "fp32"},
+                     "c": {"route": "litemedsam/propagate", "precision": "fp32"}}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -105,6 +106,9 @@ def test_num_parts_runs_cover_the_folder_once(reference) -> None:
             for line in (outputs / f"efficiency.{k}.csv").read_text().splitlines()[1:]]
     assert sorted(rows) == sorted(Path(name).stem for name in good), "each case in exactly one part's efficiency file"
     assert not (outputs / "efficiency.csv").exists()
+    recorded = [stem for k in (0, 1) for stem in json.loads((outputs / f"run.{k}.json").read_text())["cases"]]
+    assert sorted(recorded) == sorted(Path(name).stem for name in good), "each case in one part's run.K.json"
+    assert not (outputs / "run.json").exists()
     out_of_range = predict.main(["-i", str(inputs), "-o", str(outputs), "--num-parts", "2", "--part-id", "2"])
     assert out_of_range == 1
 
@@ -123,7 +127,22 @@ def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None
     expected, got = _segs(local, good), _segs(tmp_path, good)
     for name in good:
         assert np.array_equal(got[name], expected[name]), name
-    assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv"], "temp files left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*good, "efficiency.csv", "run.json"], "temp files left"
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert sorted(record["cases"]) == sorted(Path(name).stem for name in good)  # the failed case has none
+    assert all(entry["route"].startswith("litemedsam/") and entry["precision"] == record["precision"]["litemedsam"]
+               for entry in record["cases"].values()), record["cases"]
+    assert record["arguments"]["scheduler"] and len(record["routing_table"]["sha256"]) == 64
+
+
+def test_dask_workers_use_the_ov_cache(reference, cluster, tmp_path, capsys) -> None:
+    """--ov-cache reaches the workers: their compiled models land in the folder (it was dropped before)."""
+    inputs, _, _, _ = reference
+    cache = tmp_path / "ov-cache"
+    predict.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--threads", "1", "--no-progress",
+                  "--ov-cache", str(cache), "--scheduler", str(cluster.scheduler_file)])
+    blobs = [path for path in cache.rglob("*") if path.is_file()]
+    assert blobs, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("backend", ["local", "dask"])
@@ -144,6 +163,7 @@ def test_continue_prediction_keeps_the_rows_of_cases_done_before(reference, clus
             *(["--scheduler", str(cluster.scheduler_file)] if backend == "dask" else [])]
     assert predict.main(args) == 0
     first = (out / "efficiency.csv").read_text().splitlines()
+    first_cases = json.loads((out / "run.json").read_text())["cases"]
     (out / names[1]).unlink()
     (out / f".{names[1]}.k1ll3d.tmp").write_bytes(b"half")
     capsys.readouterr()
@@ -157,7 +177,10 @@ def test_continue_prediction_keeps_the_rows_of_cases_done_before(reference, clus
     assert sorted(rows) == sorted(Path(name).stem for name in names)
     kept = Path(names[0]).stem
     assert f"{kept},{rows[kept]}" in first  # the earlier row, not a new one
-    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "efficiency.csv"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "efficiency.csv", "run.json"])
+    cases = json.loads((out / "run.json").read_text())["cases"]  # the skipped case keeps its entry
+    assert sorted(cases) == sorted(Path(name).stem for name in names)
+    assert cases[kept] == first_cases[kept] and cases[kept]["route"] == "litemedsam/image2d"
 
 
 def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_path) -> None:

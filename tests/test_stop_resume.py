@@ -94,6 +94,7 @@ def test_sigkill_then_continue_prediction_matches_an_uninterrupted_run(tmp_path,
     # efficiency file's rewrite, and a truncated output.
     (outputs / ".3DBox_CT_b.npz.k1ll3d.tmp").write_bytes(b"PK\x03\x04 half of a zip")
     (outputs / ".efficiency.csv.k1ll3d.tmp").write_text("case,seconds\n2DBox_Microscope_a,1.0")
+    (outputs / ".run.json.k1ll3d.tmp").write_text('{"cases": {')
     (outputs / "3DBox_MR_c.npz").write_bytes((outputs / FIRST).read_bytes()[:100])
     first_written = (outputs / FIRST).stat().st_mtime_ns
 

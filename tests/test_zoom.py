@@ -23,7 +23,7 @@ def _random_boxes(rng: np.random.Generator, count: int, image_hw: tuple[int, int
 def test_every_box_once_and_inside_its_window(image_hw: tuple[int, int]) -> None:
     rng = np.random.default_rng(sum(image_hw))
     boxes = np.concatenate([_random_boxes(rng, 150, image_hw, 40), _random_boxes(rng, 5, image_hw, 180)])
-    plan = plan_windows(boxes, image_hw, zoom_below=0.1, tile_scale=3.0, min_window=128)
+    plan = plan_windows(boxes, image_hw, zoom_below=0.1, tile_scale=3.0, min_window=128, max_windows=64)
     seen = np.concatenate([indices for _, indices in plan])
     assert sorted(seen.tolist()) == list(range(len(boxes)))
     zoomed = 0
@@ -54,7 +54,7 @@ def test_window_count_is_capped() -> None:
 
 def test_no_zoom_is_one_whole_image_pass() -> None:
     boxes = np.array([[10, 10, 20, 20], [100, 100, 300, 300]])
-    (window, indices), = plan_windows(boxes, (512, 512), zoom_below=0.0, tile_scale=3.0)
+    (window, indices), = plan_windows(boxes, (512, 512), zoom_below=0.0, tile_scale=3.0, min_window=256, max_windows=64)
     assert window is None and indices.tolist() == [0, 1]
 
 

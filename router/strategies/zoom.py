@@ -49,12 +49,13 @@ def small_boxes(boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float)
 
 
 def plan_windows(
-    boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float, tile_scale: float, min_window: int = 256,
-    max_windows: int = 64,
+    boxes: np.ndarray, image_hw: tuple[int, int], zoom_below: float, tile_scale: float, min_window: int,
+    max_windows: int,
 ) -> list[tuple[Window | None, np.ndarray]]:
     """(N, 4) boxes -> [(window or None for the whole image, indices of the boxes decoded there)].
 
-    Every box appears exactly once. zoom_below 0 (or no small box) gives one whole-image entry.
+    Every box appears exactly once. zoom_below 0 (or no small box) gives one whole-image entry. The values
+    shipped are router.strategies.image2d.Image2dParams' (no defaults here: one source).
     min_window: the smallest window side in image pixels (tiles grow to reach it).
     max_windows: tiles grow until the small boxes need at most this many windows (encoder passes).
     """
