@@ -19,10 +19,9 @@ def test_readme_python_example_runs(ir_dir, capsys):
     assert example, "README has no Python example"
     scope: dict = {}
     exec(compile(example.group(1), "README.md", "exec"), scope)  # noqa: S102 - our own README
-    segs = scope["segs"]
-    block = np.zeros((12, 64, 64), bool)
-    block[3:9, 20:40, 24:44] = True
-    assert segs.shape == (12, 64, 64) and dice(segs == 1, block) > 0.8
+    segs, lesion = scope["segs"], scope["lesion"]
+    assert tight_box3d(lesion).tolist() == scope["boxes"][0].tolist()  # the example's box is the lesion's
+    assert segs.shape == (12, 64, 64) and dice(segs == 1, lesion) > 0.8
     assert capsys.readouterr().out.strip() == "(12, 64, 64) [0 1]"
 
 
