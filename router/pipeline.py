@@ -166,7 +166,7 @@ class Segmenter:
         Raises router.validation.CaseError (one line) for arrays that cannot be segmented.
         """
         boxes = np.asarray(boxes)
-        dim = 3 if boxes.ndim == 2 and boxes.shape[1] == 6 else 2
+        dim = 3 if boxes.shape[-1:] == (6,) else 2  # one box may come as (6,) or (4,)
         arrays = {"imgs": np.asarray(image), "boxes": boxes}
         if spacing is not None:
             arrays["spacing"] = np.asarray(spacing, np.float64)
