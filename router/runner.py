@@ -24,8 +24,8 @@ from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import select_part
 from router.pipeline import Segmenter, is_done
-from router.progress import tqdm
-from router.provenance import RunRecord  # tqdm itself only on a terminal
+from router.progress import tqdm  # tqdm itself only on a terminal
+from router.provenance import RunRecord
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 
@@ -165,8 +165,6 @@ def run_cases(
         if skipped:
             log.info("%d case(s) already done; %d to segment", skipped, len(todo))
     failed = 0
-    if record is not None:
-        record.write()  # before any case: a run that segments nothing still says what it would have run
     try:
         with bar, backend.session():
             try:
@@ -191,6 +189,8 @@ def run_cases(
     except RunError as error:
         log.error("%s", error)
         return 1
+    if record is not None:
+        record.write()  # also when every case was skipped as done, or there was none
     # a back-end that took every case at once said what was already done before it started
     resumed = f", {skipped} already done" if skipped and not backend.submits_all else ""
     log.info("%s%s", done_line(len(timings) - skipped, failed), resumed)

@@ -181,6 +181,8 @@ def test_continue_prediction_keeps_the_rows_of_cases_done_before(reference, clus
     cases = json.loads((out / "run.json").read_text())["cases"]  # the skipped case keeps its entry
     assert sorted(cases) == sorted(Path(name).stem for name in names)
     assert cases[kept] == first_cases[kept] and cases[kept]["route"] == "litemedsam/image2d"
+    assert predict.main([*args, "--continue-prediction"]) == 0  # all done: every entry stays
+    assert json.loads((out / "run.json").read_text())["cases"] == cases
 
 
 def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_path) -> None:
