@@ -10,18 +10,18 @@ in the memory left is refused the same way (router/memory.py). SIGTERM or SIGINT
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from models.hardware import cpu_budget
-from models.pool import ModelPool
-from models.registry import FALLBACK_MODEL, PRECISIONS, model_dir
+from models.registry import FALLBACK_MODEL, PRECISIONS
 from router.casefile import check_writable
 from router.efficiency import EfficiencyLog
 from router.parts import efficiency_name
+from router.pipeline import RunConfig
 from router.provenance import RunRecord, record_name, run_facts
-from router.routing import RoutingTable
 from router.runner import Backend, LocalBackend, list_cases, run_cases
 
 log = logging.getLogger("seg")
@@ -70,6 +70,10 @@ def _log_to_stderr() -> None:
     log.propagate = False
 
 
+def _absolute(path: Path | None) -> str | None:
+    return str(path.resolve()) if path else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _log_to_stderr()
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.resolve() == args.input.resolve():
         log.error("error: output folder %s is the input folder: outputs would replace the cases", args.output)
         return 1
+    # The run's configuration, parsed once: every back-end builds its Segmenter from it (router.pipeline).
+    run = RunConfig(models=_absolute(args.models), threads=args.threads, precision=args.precision,
+                    cache_bytes=args.cache_mb << 20, config=_absolute(args.config), ov_cache=_absolute(args.ov_cache))
     try:
-        table = RoutingTable.load(args.config)
+        segmenter = run.segmenter(threads=args.threads or cpu_budget())  # compiles nothing yet
     except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
         log.error("error: routing table %s: %s", args.config or "router/routes.toml", error)
         return 1
@@ -93,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         log.error("error: output folder %s is not writable (%s)", args.output, error.strerror or error)
         return 1
-    threads = args.threads or cpu_budget()
-    pool = ModelPool(args.models or model_dir(), threads, args.precision, args.cache_mb << 20,
-                     ov_cache=args.ov_cache)
+    pool = segmenter.pool
     if FALLBACK_MODEL not in pool.available:
         log.error("error: %s is not exported in %s (run ./build.sh export)", FALLBACK_MODEL, pool.directory)
         return 1
@@ -105,17 +110,13 @@ def main(argv: list[str] | None = None) -> int:
                             resume=args.continue_prediction)
     backend: Backend
     if args.scheduler:
-        from router.distributed import DaskBackend, Settings  # Dask only for --scheduler
+        from router.distributed import DaskBackend  # Dask only for --scheduler
 
         # explicit paths must be on the shared folder; by default each worker uses its own models/ir and table
-        settings = Settings(str(args.models.resolve()) if args.models else None, args.threads, args.precision,
-                            args.cache_mb << 20, str(args.config.resolve()) if args.config else None,
-                            str(args.ov_cache.resolve()) if args.ov_cache else None)
-        backend = DaskBackend(args.scheduler, settings)
+        backend = DaskBackend(args.scheduler, run)
     else:
-        backend = LocalBackend(table, pool, progress=not args.no_progress)
-    arguments = {"threads": args.threads, "precision": args.precision, "config": str(args.config or ""),
-                 "cache_mb": args.cache_mb, "num_parts": args.num_parts, "part_id": args.part_id,
+        backend = LocalBackend(segmenter, progress=not args.no_progress)
+    arguments = {**dataclasses.asdict(run), "num_parts": args.num_parts, "part_id": args.part_id,
                  "scheduler": args.scheduler or "", "continue_prediction": args.continue_prediction}
     record = RunRecord(args.output / record_name(args.num_parts, args.part_id), run_facts(pool, args.config, arguments),
                        resume=args.continue_prediction)

@@ -2,12 +2,12 @@
 
 `DaskBackend` is router.runner's back-end for a cluster: the client (predict.py, through
 router.runner.run_cases) submits one task per case, largest file first; each task runs on a worker
-process, which builds its ModelPool once (per thread) and reuses it for every case it gets. Workers
-read the inputs and write the outputs themselves, on a folder every machine sees at the same path;
-only a small `router.runner.CaseOutcome` travels back, never the label map. Outputs are written
-atomically, so a worker that dies mid-case leaves no half-written output: the scheduler gives its case
-to another worker (up to `distributed.scheduler.allowed-failures` worker deaths per case) and the
-client removes the dead worker's temp file at the end.
+process, which builds its Segmenter from the run's RunConfig once (per thread) and reuses it for every
+case it gets. Workers read the inputs and write the outputs themselves, on a folder every machine sees
+at the same path; only a small `router.runner.CaseOutcome` travels back, never the label map. Outputs
+are written atomically, so a worker that dies mid-case leaves no half-written output: the scheduler
+gives its case to another worker (up to `distributed.scheduler.allowed-failures` worker deaths per case)
+and the client removes the dead worker's temp file at the end.
 
 Dask (`dask`, `distributed`, requirements-dev.txt) is imported here only: the runtime image and a
 local run never need it.
@@ -19,40 +19,23 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.pool import ModelPool
 from router.casefile import remove_stale_temps
 from router.messages import error_line, route_warnings, summary_line
-from router.pipeline import Segmenter
-from router.routing import RoutingTable
+from router.pipeline import RunConfig, Segmenter
 from router.runner import CaseOutcome, RunError, Warn
 
-
-@dataclass(frozen=True)
-class Settings:
-    """What a worker needs to build its pool and table (hashable: the key of its cache). `threads`
-    None: the CPUs the worker process may use (models.hardware.cpu_budget) divided by its Dask threads.
-    ov_cache: OpenVINO's compiled-model cache folder (predict.py --ov-cache), None for $SEG_OV_CACHE_DIR
-    on the worker, or none."""
-
-    models: str | None
-    threads: int | None
-    precision: str
-    cache_bytes: int
-    config: str | None
-    ov_cache: str | None = None
-
-
-# (settings, thread id) -> Segmenter: one per worker thread, built on its first case. A predictor is not
+# (run configuration, thread id) -> Segmenter: one per worker thread, built on its first case. A predictor is not
 # shared by two threads; with `dask worker --nthreads 1` that is one per process.
-_SEGMENTERS: dict[tuple[Settings, int], Segmenter] = {}
+_SEGMENTERS: dict[tuple[RunConfig, int], Segmenter] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def _worker_threads(settings: Settings) -> int:
+def _worker_threads(settings: RunConfig) -> int:
+    """`settings.threads`, else the CPUs the worker process may use (models.hardware.cpu_budget) divided by
+    its Dask threads."""
     if settings.threads:
         return settings.threads
     from distributed import get_worker
@@ -66,20 +49,16 @@ def _worker_threads(settings: Settings) -> int:
     return max(1, cpu_budget() // max(1, concurrent))
 
 
-def worker_segmenter(settings: Settings) -> Segmenter:
-    """This worker thread's Segmenter (routing table and ModelPool), made on first use and kept for later cases."""
+def worker_segmenter(settings: RunConfig) -> Segmenter:
+    """This worker thread's Segmenter of the run's configuration, made on first use and kept for later cases."""
     key = (settings, threading.get_ident())
     with _POOLS_LOCK:
         if key not in _SEGMENTERS:
-            table = RoutingTable.load(Path(settings.config) if settings.config else None)
-            models = Path(settings.models) if settings.models else None
-            pool = ModelPool(models, _worker_threads(settings), settings.precision, settings.cache_bytes,
-                             ov_cache=Path(settings.ov_cache) if settings.ov_cache else None)
-            _SEGMENTERS[key] = Segmenter(table, pool)
+            _SEGMENTERS[key] = settings.segmenter(_worker_threads(settings))
         return _SEGMENTERS[key]
 
 
-def segment_task(path: str, output: str, settings: Settings) -> CaseOutcome:
+def segment_task(path: str, output: str, settings: RunConfig) -> CaseOutcome:
     """One case on a worker, by the worker's Segmenter; errors become the result's line."""
     name = Path(path).name
     found: list[tuple[str, str]] = []
@@ -94,11 +73,12 @@ def segment_task(path: str, output: str, settings: Settings) -> CaseOutcome:
 
 class DaskBackend:
     """router.runner's back-end for the Dask cluster at `address` (or a scheduler file's path): every case
-    is submitted at once, as a task; `settings` is what each worker builds its pool and table from."""
+    is submitted at once, as a task; `settings` is the run's configuration, which each worker builds its
+    Segmenter from."""
 
     submits_all = True
 
-    def __init__(self, address: str, settings: Settings) -> None:
+    def __init__(self, address: str, settings: RunConfig) -> None:
         self.address, self.settings = address, settings
         self._client: Any = None
 

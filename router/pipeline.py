@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from models.pool import ModelPool
-from models.predictor import Embedding, SamPredictor
+from models.predictor import DEFAULT_CACHE_BYTES, Embedding, SamPredictor
 from router.casefile import (
     ArrayHeader,
     Case,
@@ -215,6 +215,34 @@ class Segmenter:
     def _run(self, case: Case, route: Route, decode_batch: int | None, progress: Progress | None = None) -> np.ndarray:
         with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
             return segment_case(case, route, self.pool.get(route.model), on_slice=on_slice, decode_batch=decode_batch)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's configuration, parsed once (predict.py) and handed whole to every back-end: what builds its
+    Segmenter, in this process or on each Dask worker (frozen and hashable: a worker keys its Segmenter on it).
+
+    models: IR folder (None: $SEG_MODEL_DIR or models/ir); threads: OpenVINO threads (None: the back-end
+    decides: the CPUs this process may use, or a worker's share); precision: auto, fp32, bf16 or int8;
+    cache_bytes: the embedding cache per model; config: routing table TOML (None: router/routes.toml);
+    ov_cache: OpenVINO's compiled-model cache folder (None: $SEG_OV_CACHE_DIR, else none). Paths are absolute
+    strings, so every machine of a cluster reads the same ones.
+    """
+
+    models: str | None = None
+    threads: int | None = None
+    precision: str = "auto"
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    config: str | None = None
+    ov_cache: str | None = None
+
+    def segmenter(self, threads: int | None = None) -> Segmenter:
+        """A Segmenter of this configuration on `threads` (None: `self.threads`). Raises OSError or ValueError
+        for a routing table that cannot be read or is wrong (one line); compiles nothing yet."""
+        table = RoutingTable.load(Path(self.config) if self.config else None)
+        pool = ModelPool(Path(self.models) if self.models else None, threads or self.threads, self.precision,
+                         self.cache_bytes, ov_cache=Path(self.ov_cache) if self.ov_cache else None)
+        return Segmenter(table, pool)
 
 
 def segment_file(

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from models.pool import ModelPool
 from router.casefile import Case, remove_stale_temps
 from router.efficiency import EfficiencyLog
 from router.interrupt import Interrupted, stop_on_signals
@@ -26,7 +25,7 @@ from router.parts import select_part
 from router.pipeline import Segmenter, is_done
 from router.progress import tqdm  # tqdm itself only on a terminal
 from router.provenance import RunRecord
-from router.routing import Route, RoutingTable
+from router.routing import Route
 from router.strategies import OnSlice
 
 log = logging.getLogger("seg")
@@ -72,8 +71,8 @@ class LocalBackend:
 
     submits_all = False
 
-    def __init__(self, table: RoutingTable, pool: ModelPool, progress: bool = True) -> None:
-        self.segmenter, self.progress = Segmenter(table, pool), progress
+    def __init__(self, segmenter: Segmenter, progress: bool = True) -> None:
+        self.segmenter, self.progress = segmenter, progress
 
     def session(self) -> AbstractContextManager[None]:
         return stop_on_signals()
