@@ -38,7 +38,9 @@ def _halvings(batch: int) -> tuple[int, ...]:
 
 
 DECODE_BATCHES = _halvings(DEFAULT_DECODE_BATCH)  # tried in turn: the predictor's default (16) first, halved
-# Anything else a case allocates (resized slices, encoder input, small temporaries, allocator slack).
+# Anything else a case allocates (resized slices, encoder input, small temporaries, allocator slack): a margin
+# the strategies' estimates do not itemise. Chosen with the estimates when the guard was built; that the sum
+# bounds every peak measured since, by 1.27x or more, is in docs/results.md, "Memory guard".
 MISC_BYTES = 64 * MIB
 
 

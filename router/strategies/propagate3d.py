@@ -70,7 +70,10 @@ class SliceSkip:
         return min(sizes) >= max(self.min_area, 1) and mask_dice(first, last) >= self.min_dice
 
 
-MAX_SKIP_STEP = 8  # a sweep holds up to this many slices' masks at once (sweep_bytes counts them)
+# The largest skip step a table may set. A sweep holds that many slices' masks at once (sweep_bytes counts
+# them), so the bound keeps the memory estimate finite; 8 is also the largest step measured (docs/results.md,
+# "Slice skipping"): beyond it, slices would take masks interpolated over gaps nothing here has scored.
+MAX_SKIP_STEP = 8
 
 
 @dataclass(frozen=True, kw_only=True)
