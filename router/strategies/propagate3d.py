@@ -12,7 +12,7 @@ together, so each slice is encoded once (through the predictor's embedding cache
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -126,6 +126,153 @@ def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterato
         yield run, current
 
 
+Yielded = tuple[int, np.ndarray, np.ndarray]  # (z, box indices (K,), masks (K, H, W) bool)
+Step = Generator[Yielded, None, np.ndarray]  # yields slices in order, returns the masks of its last one
+
+
+class _Propagation:
+    """One volume's propagation (propagate_masks): the boxes' geometry and prompts, and the two sweeps.
+
+    A sweep runs over stretches of slices with the same active boxes (_stretches). In each stretch, from
+    the first slice outwards: the core (_core_step: every step-th slice decoded, the ones between
+    bisected), then beyond it (_outer_step: every outer_step-th slice, the ones between decoded on
+    blended embeddings or interpolated). `previous` (box -> the mask box of the last slice decoded for
+    it) carries the prompts along a sweep; `mid_bbox` carries the middle slice's from the upward sweep
+    to the downward one.
+    """
+
+    def __init__(self, volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, view: Hashable,
+                 on_slice: OnSlice | None, core: float, skip: SliceSkip) -> None:
+        self.volume, self.predictor, self.view, self.on_slice, self.skip = volume, predictor, view, on_slice, skip
+        self.shape = volume.shape[1:]
+        self.margin = GROW_FRACTION * max(self.shape)
+        self.boxes_2d = boxes[:, [0, 1, 3, 4]].astype(np.float64)
+        self.z_mid = middle_slices(boxes)
+        self.core_reach = core * (boxes[:, 5] - boxes[:, 2]) / 2
+        self.mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
+
+    def embedding_of(self, z: int) -> Embedding:
+        """Slice z's embedding, encoded once: the cache serves it again to the decode of slice z."""
+        self.predictor.set_image(self.volume[z], key=(self.view, z))
+        return cast(EmbeddingPredictor, self.predictor).get_image_embedding()
+
+    def decode(self, z: int, active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
+               embedding: Embedding | None = None) -> np.ndarray:
+        """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` as propagation
+        does (the given box in the core); updates `previous`. `embedding`: decode on it instead of slice z's."""
+        prompts = np.empty((active.size, 4))
+        for row, index in enumerate(active.tolist()):
+            if abs(z - self.z_mid[index]) <= self.core_reach[index]:  # the middle slice, and the core around it
+                prompts[row] = self.boxes_2d[index]
+                continue
+            prior = previous.get(index) if (upward or index in previous) else self.mid_bbox[index]
+            prompts[row] = self.boxes_2d[index] if prior is None else grow_box(prior, self.margin, self.shape)
+        if embedding is None:
+            self.predictor.set_image(self.volume[z], key=(self.view, z))
+        else:
+            cast(EmbeddingPredictor, self.predictor).set_image_embedding(embedding)
+        masks = self.predictor.predict(prompts)
+        for row, index in enumerate(active.tolist()):
+            previous[index] = mask_bbox(masks[row])
+            if upward and z == self.z_mid[index]:
+                self.mid_bbox[index] = previous[index]
+        return masks
+
+    def emit(self, z: int, active: np.ndarray, masks: np.ndarray) -> Yielded:
+        if self.on_slice is not None:
+            self.on_slice()
+        return z, active, masks
+
+    def in_core(self, z: int, active: np.ndarray) -> bool:
+        return bool(np.all(np.abs(z - self.z_mid[active]) <= self.core_reach[active]))
+
+    def core_end(self, run: list[int], active: np.ndarray) -> int:
+        """The last position of `run` in the core (-1: none). The core is a prefix of every stretch, as
+        sweeps run outwards from the middle slices."""
+        if not self.in_core(run[0], active):
+            return -1
+        end = 0
+        while end + 1 < len(run) and self.in_core(run[end + 1], active):
+            end += 1
+        return end
+
+    def bisect(self, run: list[int], active: np.ndarray, decoded: dict[int, np.ndarray], low: int, high: int) -> None:
+        """Fill `decoded` (position in run -> masks) for every position between `low` and `high`, both
+        decoded, in the core: interpolated where the two agree, else decoded on blends (blend_core) or bisected."""
+        if high - low < 2:
+            return
+        if all(self.skip.agree(a, b) for a, b in zip(decoded[low], decoded[high], strict=True)):
+            pairs = zip(decoded[low], decoded[high], strict=True)
+            between = [interpolate_masks(a, b, high - low - 1) for a, b in pairs]
+            for step, position in enumerate(range(low + 1, high)):
+                decoded[position] = np.stack([box_masks[step] for box_masks in between])
+            return
+        if self.skip.blend_core:
+            first, last = self.embedding_of(run[low]), self.embedding_of(run[high])
+            for position in range(low + 1, high):
+                blend = first.blend(last, (position - low) / (high - low))
+                decoded[position] = self.decode(run[position], active, {}, True, blend)
+            return
+        middle = (low + high) // 2
+        decoded[middle] = self.decode(run[middle], active, {}, True)  # core prompts need no previous slice
+        self.bisect(run, active, decoded, low, middle)
+        self.bisect(run, active, decoded, middle, high)
+
+    def core_step(self, run: list[int], active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
+                  position: int, target: int, masks: np.ndarray) -> Step:
+        """Positions position+1..target of the core: `target` decoded, the ones between bisected."""
+        decoded = {position: masks, target: self.decode(run[target], active, previous, upward)}
+        self.bisect(run, active, decoded, position, target)
+        for at in range(position + 1, target + 1):
+            yield self.emit(run[at], active, decoded[at])
+        return decoded[target]
+
+    def outer_step(self, run: list[int], active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
+                   position: int, target: int, masks: np.ndarray) -> Step:
+        """Positions position+1..target beyond the core, each prompted from the one before: with blend_outer,
+        the ones between decoded on blends of the two ends' embeddings; else interpolated where the ends
+        agree, every slice decoded in order where they do not."""
+        if target - position > 1 and self.skip.blend_outer:
+            near, far = self.embedding_of(run[position]), self.embedding_of(run[target])
+            for offset, z in enumerate(run[position + 1 : target], 1):
+                masks = self.decode(z, active, previous, upward, near.blend(far, offset / (target - position)))
+                yield self.emit(z, active, masks)
+            masks = self.decode(run[target], active, previous, upward)
+            yield self.emit(run[target], active, masks)
+            return masks
+        if target - position > 1:
+            before = dict(previous)
+            last = self.decode(run[target], active, previous, upward)
+            if all(self.skip.agree(a, b) for a, b in zip(masks, last, strict=True)):
+                between = [interpolate_masks(a, b, target - position - 1) for a, b in zip(masks, last, strict=True)]
+                for step, z in enumerate(run[position + 1 : target]):
+                    yield self.emit(z, active, np.stack([box_masks[step] for box_masks in between]))
+                yield self.emit(run[target], active, last)
+                return last
+            previous.clear()
+            previous.update(before)  # they disagree: decode every slice up to the target, in order
+        for z in run[position + 1 : target + 1]:
+            masks = self.decode(z, active, previous, upward)
+            yield self.emit(z, active, masks)
+        return masks
+
+    def sweep(self, slices: range, active_at: Callable[[int], np.ndarray], upward: bool) -> Iterator[Yielded]:
+        """Every (slice, active boxes, masks) of one sweep, stretch by stretch, in `slices`' order."""
+        previous: dict[int, np.ndarray | None] = {}
+        for run, active in _stretches(slices, active_at):
+            masks = self.decode(run[0], active, previous, upward)
+            yield self.emit(run[0], active, masks)
+            core_end, position = self.core_end(run, active), 0
+            while position < len(run) - 1:
+                if position < core_end:
+                    target = min(position + self.skip.step, core_end)
+                    masks = yield from self.core_step(run, active, previous, upward, position, target, masks)
+                else:
+                    target = min(position + self.skip.outer_step, len(run) - 1)
+                    masks = yield from self.outer_step(run, active, previous, upward, position, target, masks)
+                position = target
+
+
 def propagate_masks(
     volume: np.ndarray,
     boxes: np.ndarray,
@@ -134,7 +281,7 @@ def propagate_masks(
     on_slice: OnSlice | None = None,
     core: float = 0.0,
     skip: SliceSkip = SliceSkip(),
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+) -> Iterator[Yielded]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
     volume: (D, H, W) uint8; boxes: (N, 6) [x0, y0, z0, x1, y1, z1] inclusive, inside the volume.
@@ -143,132 +290,13 @@ def propagate_masks(
     the given box (0: the middle slice only, 1: every slice). skip: which slices may be interpolated
     (SliceSkip; by default none are).
     """
-    height, width = volume.shape[1:]
-    margin = GROW_FRACTION * max(height, width)
-    boxes_2d = boxes[:, [0, 1, 3, 4]].astype(np.float64)
-    z_mid = middle_slices(boxes)
-    z_min, z_max = boxes[:, 2], boxes[:, 5]
-    core_reach = core * (z_max - z_min) / 2
-    mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
-
-    def embedding_of(z: int) -> Embedding:
-        """Slice z's embedding, encoded once: the cache serves it again to the decode of slice z."""
-        predictor.set_image(volume[z], key=(view, z))
-        return cast(EmbeddingPredictor, predictor).get_image_embedding()
-
-    def decode(
-        z: int, active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
-        embedding: Embedding | None = None,
-    ) -> np.ndarray:
-        """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` (box -> the mask
-        box of the last slice decoded for it) as propagation does; updates `previous`. `embedding`: decode
-        on it instead of slice z's own."""
-        prompts = np.empty((active.size, 4))
-        for row, index in enumerate(active.tolist()):
-            if abs(z - z_mid[index]) <= core_reach[index]:  # the middle slice, and the core around it
-                prompts[row] = boxes_2d[index]
-                continue
-            prior = previous.get(index) if (upward or index in previous) else mid_bbox[index]
-            prompts[row] = boxes_2d[index] if prior is None else grow_box(prior, margin, (height, width))
-        if embedding is None:
-            predictor.set_image(volume[z], key=(view, z))
-        else:
-            cast(EmbeddingPredictor, predictor).set_image_embedding(embedding)
-        masks = predictor.predict(prompts)
-        for row, index in enumerate(active.tolist()):
-            previous[index] = mask_bbox(masks[row])
-            if upward and z == z_mid[index]:
-                mid_bbox[index] = previous[index]
-        return masks
-
-    def emit(z: int, active: np.ndarray, masks: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        if on_slice is not None:
-            on_slice()
-        return z, active, masks
-
-    def in_core(z: int, active: np.ndarray) -> bool:
-        return bool(np.all(np.abs(z - z_mid[active]) <= core_reach[active]))
-
-    def bisect(
-        run: list[int], active: np.ndarray, decoded: dict[int, np.ndarray], low: int, high: int
-    ) -> None:
-        """Fill `decoded` (position in run -> masks) for every position between `low` and `high`, both
-        decoded, in the core: interpolated where the two agree, else bisected."""
-        if high - low < 2:
-            return
-        if all(skip.agree(a, b) for a, b in zip(decoded[low], decoded[high], strict=True)):
-            pairs = zip(decoded[low], decoded[high], strict=True)
-            between = [interpolate_masks(a, b, high - low - 1) for a, b in pairs]
-            for step, position in enumerate(range(low + 1, high)):
-                decoded[position] = np.stack([box_masks[step] for box_masks in between])
-            return
-        if skip.blend_core:
-            first, last = embedding_of(run[low]), embedding_of(run[high])
-            for position in range(low + 1, high):
-                blend = first.blend(last, (position - low) / (high - low))
-                decoded[position] = decode(run[position], active, {}, True, blend)
-            return
-        middle = (low + high) // 2
-        decoded[middle] = decode(run[middle], active, {}, True)  # core prompts need no previous slice
-        bisect(run, active, decoded, low, middle)
-        bisect(run, active, decoded, middle, high)
-
-    def run_sweep(
-        slices: range, active_at: Callable[[int], np.ndarray], upward: bool
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        previous: dict[int, np.ndarray | None] = {}
-        for run, active in _stretches(slices, active_at):
-            masks = decode(run[0], active, previous, upward)
-            yield emit(run[0], active, masks)
-            core_end = 0  # the core is a prefix of every stretch: sweeps run outwards from the middle slices
-            while core_end + 1 < len(run) and in_core(run[core_end + 1], active):
-                core_end += 1
-            if not in_core(run[0], active):
-                core_end = -1
-            position = 0
-            while position < len(run) - 1:
-                if position < core_end:  # in the core: every step-th slice, bisected where masks disagree
-                    target = min(position + skip.step, core_end)
-                    decoded = {position: masks, target: decode(run[target], active, previous, upward)}
-                    bisect(run, active, decoded, position, target)
-                    for at in range(position + 1, target + 1):
-                        yield emit(run[at], active, decoded[at])
-                    masks, position = decoded[target], target
-                    continue
-                target = min(position + skip.outer_step, len(run) - 1)
-                if target - position > 1 and skip.blend_outer:
-                    near, far_embedding = embedding_of(run[position]), embedding_of(run[target])
-                    for offset, z in enumerate(run[position + 1 : target], 1):
-                        blend = near.blend(far_embedding, offset / (target - position))
-                        masks = decode(z, active, previous, upward, blend)
-                        yield emit(z, active, masks)
-                    masks = decode(run[target], active, previous, upward)
-                    yield emit(run[target], active, masks)
-                    position = target
-                    continue
-                if target - position > 1:
-                    before = dict(previous)
-                    far = decode(run[target], active, previous, upward)
-                    if all(skip.agree(a, b) for a, b in zip(masks, far, strict=True)):
-                        gap = target - position - 1
-                        between = [interpolate_masks(a, b, gap) for a, b in zip(masks, far, strict=True)]
-                        for step, z in enumerate(run[position + 1 : target]):
-                            yield emit(z, active, np.stack([box_masks[step] for box_masks in between]))
-                        masks, position = far, target
-                        yield emit(run[target], active, masks)
-                        continue
-                    previous.clear()
-                    previous.update(before)  # they disagree: decode every slice up to the target, in order
-                for z in run[position + 1 : target + 1]:
-                    masks = decode(z, active, previous, upward)
-                    yield emit(z, active, masks)
-                position = target
-
     if len(boxes) == 0:
         return
+    walk = _Propagation(volume, boxes, predictor, view, on_slice, core, skip)
+    z_mid, z_min, z_max = walk.z_mid, boxes[:, 2], boxes[:, 5]
     # Upward from each box's middle slice (inclusive) to z_max, then downward from z_mid - 1 to z_min.
-    yield from run_sweep(range(z_mid.min(), z_max.max() + 1), lambda z: (z_mid <= z) & (z <= z_max), True)
-    yield from run_sweep(range(z_mid.max() - 1, z_min.min() - 1, -1), lambda z: (z_min <= z) & (z < z_mid), False)
+    yield from walk.sweep(range(z_mid.min(), z_max.max() + 1), lambda z: (z_mid <= z) & (z <= z_max), True)
+    yield from walk.sweep(range(z_mid.max() - 1, z_min.min() - 1, -1), lambda z: (z_min <= z) & (z < z_mid), False)
 
 
 def propagation_steps(boxes: np.ndarray) -> int:
