@@ -38,6 +38,15 @@ def select_part(paths: Sequence[Path], num_parts: int, part_id: int) -> list[Pat
     return split_parts(paths, num_parts)[part_id]
 
 
+def part_file_name(file_name: str, num_parts: int, part_id: int) -> str:
+    """A run's own file in the output folder (efficiency.csv, run.json) as a whole run names it, or with the part
+    before its suffix for part K (efficiency.<K>.csv), so parts can share one output folder."""
+    if num_parts == 1:
+        return file_name
+    stem, suffix = file_name.rsplit(".", 1)
+    return f"{stem}.{part_id}.{suffix}"
+
+
 def efficiency_name(num_parts: int, part_id: int) -> str:
-    """efficiency.csv for a whole run; efficiency.<K>.csv for part K, so parts can share one output folder."""
-    return "efficiency.csv" if num_parts == 1 else f"efficiency.{part_id}.csv"
+    """efficiency.csv for a whole run; efficiency.<K>.csv for part K."""
+    return part_file_name("efficiency.csv", num_parts, part_id)

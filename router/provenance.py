@@ -22,14 +22,15 @@ from models.hardware import cpu_class, cpu_flags, cpu_has_bf16, shared_core
 from models.pool import ModelPool
 from models.registry import get_spec
 from router.casefile import remove_stale_temps, write_text_atomic
+from router.parts import part_file_name
 from router.routing import DEFAULT_ROUTES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def record_name(num_parts: int, part_id: int) -> str:
-    """run.json for a whole run; run.<K>.json for part K, so parts can share one output folder."""
-    return "run.json" if num_parts == 1 else f"run.{part_id}.json"
+    """run.json for a whole run; run.<K>.json for part K."""
+    return part_file_name("run.json", num_parts, part_id)
 
 
 def _sha256(path: Path) -> str:
