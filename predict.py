@@ -70,10 +70,6 @@ def _log_to_stderr() -> None:
     log.propagate = False
 
 
-def _absolute(path: Path | None) -> str | None:
-    return str(path.resolve()) if path else None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _log_to_stderr()
@@ -84,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: output folder %s is the input folder: outputs would replace the cases", args.output)
         return 1
     # The run's configuration, parsed once: every back-end builds its Segmenter from it (router.pipeline).
-    run = RunConfig(models=_absolute(args.models), threads=args.threads, precision=args.precision,
-                    cache_bytes=args.cache_mb << 20, config=_absolute(args.config), ov_cache=_absolute(args.ov_cache))
+    run = RunConfig.of(models=args.models, threads=args.threads, precision=args.precision,
+                       cache_bytes=args.cache_mb << 20, config=args.config, ov_cache=args.ov_cache)
     try:
         segmenter = run.segmenter(threads=args.threads or cpu_budget())  # compiles nothing yet
     except (OSError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError

@@ -152,7 +152,8 @@ class Segmenter:
         """A segmenter with the routing table `config` (None: router/routes.toml), the models exported in
         `models` (None: $SEG_MODEL_DIR or models/ir) at `precision` (auto, fp32, bf16 or int8) on `threads`
         (None: all this process may use) and OpenVINO's compiled-model cache in `ov_cache` (None: none)."""
-        return cls(RoutingTable.load(config), ModelPool(models, threads, precision, ov_cache=ov_cache))
+        return RunConfig.of(models=models, threads=threads, precision=precision, config=config,
+                            ov_cache=ov_cache).segmenter()
 
     def segment(
         self, image: np.ndarray, boxes: np.ndarray, modality: str, spacing: Sequence[float] | None = None,
@@ -235,6 +236,16 @@ class RunConfig:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     config: str | None = None
     ov_cache: str | None = None
+
+    @classmethod
+    def of(cls, models: Path | None = None, threads: int | None = None, precision: str = "auto",
+           cache_bytes: int = DEFAULT_CACHE_BYTES, config: Path | None = None, ov_cache: Path | None = None,
+           ) -> RunConfig:
+        """The configuration of these paths (made absolute) and values."""
+        def absolute(path: Path | None) -> str | None:
+            return str(Path(path).resolve()) if path else None
+
+        return cls(absolute(models), threads, precision, cache_bytes, absolute(config), absolute(ov_cache))
 
     def segmenter(self, threads: int | None = None) -> Segmenter:
         """A Segmenter of this configuration on `threads` (None: `self.threads`). Raises OSError or ValueError
