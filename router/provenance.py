@@ -59,14 +59,17 @@ def project_version() -> dict[str, str]:
 
 
 def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Everything of run.json but the cases: for the models `pool` may run, their precision and IR hashes."""
+    """Everything of run.json but the cases: for the models `pool` may run, their precision and the hashes of
+    the IR files that precision loads (the INT8 encoder only where it runs: hashing is start-up time)."""
     routes = Path(config) if config else DEFAULT_ROUTES
     text = routes.read_text()
     models = sorted(pool.available)
+    precision = {name: pool.resolve_precision(name) for name in models}
     files = {}
     for name in models:
         spec = get_spec(name)
-        for file_name in (spec.encoder_file, spec.encoder_int8_file, spec.decoder_file):
+        encoder = spec.encoder_int8_file if precision[name] == "int8" else spec.encoder_file
+        for file_name in (encoder, spec.decoder_file):
             for part in (pool.directory / file_name, (pool.directory / file_name).with_suffix(".bin")):
                 if part.is_file():
                     files[part.name] = _sha256(part)
@@ -75,7 +78,7 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
         "openvino": ov.get_version(),
         "cpu": str(shared_core().get_property("CPU", "FULL_DEVICE_NAME")),
         "cpu_class": row.cpu if (row := cpu_class(cpu_has_bf16(), cpu_flags())) else "unknown (no CPU flags)",
-        "precision": {name: pool.resolve_precision(name) for name in models},
+        "precision": precision,
         "routing_table": {"source": str(routes), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
         "models": files,
         "arguments": arguments,
