@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="auto (default): bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), "
                              "else int8 where it holds fp32's accuracy (models/hardware.py), else fp32; "
                              "fp32; bf16 (FP32 model computed in bf16, input layers in f32); "
-                             "int8 (quantised encoder, FP32 decoder)")
+                             "int8 (quantised encoder, FP32 decoder); f16 (FP32 model computed in f16: Arm CPUs "
+                             "with ARMv8.2 FP16; on Arm auto takes fp32 unless f16 holds fp32's accuracy)")
     parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
     parser.add_argument("--ov-cache", type=Path, default=None, metavar="DIR",
                         help="keep OpenVINO's compiled models in DIR (a folder that lasts across runs or containers, "

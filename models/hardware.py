@@ -11,12 +11,18 @@ records it) holds fp32's accuracy on validation cases (`INT8_RECIPES_WITHIN_BOUN
 product (`int8_is_exact`); else fp32. Without a dot product the CPU's int8 arithmetic saturates, so an INT8
 encoder computes something other than what its recipe was validated as, and on the one such CPU measured for
 real (Zen 3) it was slower than fp32 besides.
+
+On Arm (`ARM_TABLE`; the linux/arm64 image) the x86 flags mean nothing, and under QEMU user-mode emulation
+/proc/cpuinfo even shows the host's x86 flags, so the class comes from OpenVINO's own reading of the CPU
+(its FP16 capability: ARMv8.2 FP16 arithmetic). Rule: f16 only if it holds fp32's accuracy on validation
+cases (`F16_WITHIN_BOUND`, measured under emulation), else fp32. No Arm speed was measured here.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import platform
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -53,6 +59,27 @@ PRECISION_TABLE = (
     PrecisionRow("AVX2 with AVX-VNNI (Alder Lake and later laptops)", 530, 326, None, EMULATED),
     PrecisionRow("AVX2 without VNNI (Zen 3 and most CPUs before 2021)", 669, 739, None, REAL_ZEN3),
 )
+
+
+@dataclass(frozen=True)
+class ArmRow:
+    """One Arm CPU class: whether OpenVINO computes f16 natively there, and where the accuracy figures come from."""
+
+    cpu: str
+    native_f16: bool
+    source: str
+
+
+EMULATED_ARM = "emulated: QEMU user-mode on x86 (accuracy only; speed not measured)"
+ARM_TABLE = (
+    ArmRow("Arm with FP16 arithmetic (ARMv8.2 FP16: Apple M-series, Graviton 2 and later, Ampere)", True, EMULATED_ARM),
+    ArmRow("Arm without FP16 arithmetic (ARMv8.0: Graviton 1, Cortex-A72)", False, EMULATED_ARM),
+)
+ARM_MACHINES = frozenset({"aarch64", "arm64"})
+
+# Whether f16 holds fp32's accuracy by the bound INT8 had to meet (mean DSC within 0.005 of fp32, every modality
+# within 0.02), measured under emulation on dev cases (docs/results.md, "Precision on Arm").
+F16_WITHIN_BOUND = False
 
 # Where an INT8 encoder IR records how it was made (Model.rt_info path): "ptq", post-training quantisation
 # (models/export/quantize.py), or "qat", quantisation-aware fine-tuning (models/export/qat.py).
@@ -119,6 +146,45 @@ def shared_core() -> ov.Core:
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX); else it would emulate."""
     return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def is_arm(machine: str | None = None) -> bool:
+    """Whether this process runs Arm code (natively or emulated: platform.machine() names the emulated CPU)."""
+    return (machine if machine is not None else platform.machine()).lower() in ARM_MACHINES
+
+
+@cache
+def cpu_has_f16() -> bool:
+    """Whether OpenVINO's CPU plugin computes f16 natively here (on Arm: ARMv8.2 FP16 arithmetic)."""
+    return "FP16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def arm_class(native_f16: bool) -> ArmRow:
+    """The row of ARM_TABLE of an Arm CPU with (or without) native f16."""
+    return ARM_TABLE[0] if native_f16 else ARM_TABLE[1]
+
+
+def this_arm_class() -> ArmRow | None:
+    """This CPU's row of ARM_TABLE; None when this is not an Arm CPU."""
+    return arm_class(cpu_has_f16()) if is_arm() else None
+
+
+def this_cpu_class_name() -> str:
+    """This CPU's class, as the decision tables name it (for run.json and the benchmarks)."""
+    if (arm := this_arm_class()) is not None:
+        return arm.cpu
+    row = cpu_class(cpu_has_bf16(), cpu_flags())
+    return row.cpu if row is not None else "unknown (no CPU flags)"
+
+
+def choose_arm_precision(row: ArmRow, f16_within_bound: bool = F16_WITHIN_BOUND) -> str:
+    """Arm's `auto`: f16 where the CPU computes it natively and f16 holds fp32's accuracy, else fp32."""
+    return "f16" if row.native_f16 and f16_within_bound else "fp32"
+
+
+def describe_arm_choice(precision: str, row: ArmRow) -> str:
+    """One line for the run's log: the precision auto chose on Arm, the class, and what was (not) measured."""
+    return f"precision auto: {precision} on {row.cpu} ({row.source})"
 
 
 def cpu_class(native_bf16: bool, flags: frozenset[str]) -> PrecisionRow | None:

@@ -7,12 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models.hardware import (
+    choose_arm_precision,
     choose_precision,
     cpu_flags,
     cpu_has_bf16,
+    cpu_has_f16,
+    describe_arm_choice,
     describe_choice,
     int8_is_exact,
     int8_recipe,
+    is_arm,
+    this_arm_class,
 )
 from models.predictor import DEFAULT_CACHE_BYTES, SamPredictor
 from models.registry import MODELS, get_spec, is_available, model_dir
@@ -25,7 +30,8 @@ class ModelPool:
 
     precision "auto": models.hardware.choose_precision, from the CPU's real capabilities and the measured
     decision table there: bf16 where the CPU computes bf16 natively (AMX, AVX-512 BF16), INT8 only where
-    its recipe holds fp32's accuracy (models.hardware.INT8_RECIPES_WITHIN_BOUND), else fp32. The choice is
+    its recipe holds fp32's accuracy (models.hardware.INT8_RECIPES_WITHIN_BOUND), else fp32; on Arm, f16 only
+    where it holds fp32's accuracy (models.hardware.F16_WITHIN_BOUND), else fp32. The choice is
     logged once, with the figures behind it. available: the models routes may take (None: every model
     exported in `directory`). ov_cache: OpenVINO's compiled-model cache folder (see
     models.predictor.SamPredictor), None for $SEG_OV_CACHE_DIR or none.
@@ -55,6 +61,8 @@ class ModelPool:
         return self._auto_precision(name)
 
     def _auto_precision(self, name: str) -> str:
+        if (arm := this_arm_class()) is not None:
+            return choose_arm_precision(arm)
         native_bf16 = cpu_has_bf16()
         # Reading the INT8 IR's recipe takes tens of ms of a container's start-up: only where INT8 could be
         # chosen (no native bf16, an int8 dot product), once per model; elsewhere choose_precision is fp32.
@@ -70,12 +78,18 @@ class ModelPool:
             precision = self.resolve_precision(name)
             if self.precision == "auto" and precision not in self._logged:  # once per run and precision
                 self._logged.add(precision)
-                log.info("%s", describe_choice(precision, cpu_has_bf16(), cpu_flags()))
+                arm = this_arm_class()
+                log.info("%s", describe_arm_choice(precision, arm) if arm is not None
+                         else describe_choice(precision, cpu_has_bf16(), cpu_flags()))
+            if self.precision == "f16" and not cpu_has_f16():
+                log.warning("WARNING: --precision f16 on a CPU without native f16 (an Arm CPU with ARMv8.2 FP16): "
+                            "OpenVINO computes it in another precision here; auto takes %s (see models/hardware.py)",
+                            self._auto_precision(name))
             if self.precision == "bf16" and not cpu_has_bf16():
                 log.warning("WARNING: --precision bf16 on a CPU without native bf16 (AMX or AVX-512 BF16): "
                             "no speed to gain here; auto takes %s (see models/hardware.py)",
                             self._auto_precision(name))
-            if self.precision == "int8" and cpu_flags() and not int8_is_exact(cpu_flags()):
+            if self.precision == "int8" and not is_arm() and cpu_flags() and not int8_is_exact(cpu_flags()):
                 log.warning("WARNING: --precision int8 on a CPU without an int8 dot product (VNNI or AMX): its int8 "
                             "sums saturate, so the encoder is less accurate than validated, and slower than fp32 "
                             "where measured; auto takes %s (see models/hardware.py)", self._auto_precision(name))

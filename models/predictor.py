@@ -98,9 +98,10 @@ def compile_config(threads: int | None, precision: str) -> dict[str, str]:
     The inference precision is always explicit: on CPUs with AMX/AVX-512 BF16 OpenVINO would otherwise
     run "FP32" models in bf16 silently. "bf16" computes both networks in bf16 except the encoder's input
     layers, which the export marks to stay f32; "int8" runs the INT8 encoder IR with its float parts
-    and the decoder in f32.
+    and the decoder in f32; "f16" computes both in f16 (Arm's default, which "fp32" must therefore name).
     """
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    hint = {"bf16": "bf16", "f16": "f16"}.get(precision, "f32")
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     return config

@@ -17,8 +17,9 @@ from typing import Literal
 
 Normalisation = Literal["minmax", "imagenet"]
 # fp32: FP32 IR computed in f32; bf16: FP32 IR computed in bf16 where the CPU has it, except the encoder's
-# input layers (marked f32 at export); int8: INT8 encoder IR (the decoder stays FP32, computed in f32).
-PRECISIONS = ("fp32", "bf16", "int8")
+# input layers (marked f32 at export); int8: INT8 encoder IR (the decoder stays FP32, computed in f32); f16: FP32 IR
+# computed in f16 where the CPU has it (Arm's ARMv8.2 FP16; on x86 OpenVINO computes an f16 hint in bf16 or f32).
+PRECISIONS = ("fp32", "bf16", "int8", "f16")
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "ir"
 MIB = 1 << 20

@@ -18,7 +18,7 @@ from typing import Any
 
 import openvino as ov
 
-from models.hardware import cpu_class, cpu_flags, cpu_has_bf16, shared_core
+from models.hardware import shared_core, this_cpu_class_name
 from models.pool import ModelPool
 from models.registry import get_spec
 from router.casefile import remove_stale_temps, write_text_atomic
@@ -77,7 +77,7 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
         "seg": project_version(),
         "openvino": ov.get_version(),
         "cpu": str(shared_core().get_property("CPU", "FULL_DEVICE_NAME")),
-        "cpu_class": row.cpu if (row := cpu_class(cpu_has_bf16(), cpu_flags())) else "unknown (no CPU flags)",
+        "cpu_class": this_cpu_class_name(),
         "precision": precision,
         "routing_table": {"source": str(routes), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
         "models": files,
