@@ -5,9 +5,11 @@
 #   export  setup + export the models to OpenVINO IR in models/ir (LiteMedSAM always; EfficientViT-SAM
 #           when its checkpoints are in --weights DIR / $WEIGHTS_DIR, verified against the manifest)
 #   demo    export + make the demo cases in demo/ + segment them + score them (the README's main job)
-#   test    export + ruff + mypy + the Docker image + the whole test suite (the README's test command; CI runs it)
+#   test    export + ruff + mypy + the Docker images (amd64, and arm64 unless SEG_ARM_TESTS=0) + the whole test
+#           suite (the README's test command; CI runs it)
 #   unit    setup + the unit tests only (no export, no Docker: under a minute)
-#   image   export + build the Docker image seg:latest (starts a Docker daemon if none runs)
+#   image   export + build the Docker image seg:latest (starts a Docker daemon if none runs);
+#           image --platform linux/arm64 builds seg:arm64 for Arm (Apple silicon, Graviton) under QEMU
 #   worker-image  image + seg-worker:latest = seg:latest plus Dask, for --scheduler (docs/scale-out.md)
 #   bench   export + the benchmark (OpenVINO vs the PyTorch baseline) on the demo and dev cases
 # INT8_RECIPE=qat makes the INT8 LiteMedSAM encoder by quantisation-aware fine-tuning (~30 min on 2 cores)
@@ -79,6 +81,9 @@ run_tests() {
   if [[ "${SEG_DOCKER_TESTS:-auto}" != "0" ]] && [[ -f docker/build_image.sh ]]; then
     if [[ "$(id -u)" == 0 ]] || docker info >/dev/null 2>&1; then
       build_image || { say "Docker image build failed"; return 1; }
+      if [[ "${SEG_ARM_TESTS:-1}" != "0" ]]; then
+        build_image --platform linux/arm64 || { say "Docker arm64 image build failed"; return 1; }
+      fi
     else
       say "not root and no Docker daemon: the Docker tests will be skipped"
     fi
@@ -95,7 +100,7 @@ unit_tests() {
 build_image() {
   export_models
   need_space 6 /var/lib "the Docker image build (vfs storage copies every layer)"
-  bash docker/build_image.sh
+  bash docker/build_image.sh "$@"
 }
 
 bench() {
@@ -118,7 +123,7 @@ case "$command" in
   demo) demo ;;
   test) run_tests "$@" ;;
   unit) unit_tests "$@" ;;
-  image) build_image ;;
+  image) build_image "$@" ;;
   worker-image) build_image && bash docker/build_worker_image.sh ;;
   bench) bench "$@" ;;
   *) echo "usage: ./build.sh [--weights DIR] [setup|export|demo|test|unit|image|worker-image|bench]" >&2; exit 2 ;;

@@ -108,13 +108,18 @@ if [ "${SEG_BAKE_OV_CACHE:-0}" = "1" ]; then
 fi
 # The two build stages are tagged (<image>-build:deps, <image>-build:app) so that they stay as the
 # build cache while older, now dangling images are pruned: vfs keeps a full copy of every layer.
+# What run.json reports as the project's version and commit (the image holds neither a package nor a checkout).
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)"
+commit="$(git rev-parse HEAD 2>/dev/null || true)"
+if [ -n "$commit" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit-dirty"; fi
 stage_repo="${IMAGE%%:*}-build"
 : >"$BUILD_LOG"
 for target in deps app final; do  # (final builds the untagged slim stage too)
     tag=("-t" "$stage_repo:$target$suffix")
     [ "$target" = final ] && tag=("-t" "$IMAGE")
     docker build --platform "$PLATFORM" --network none --build-arg "BASE_IMAGE=$BASE" \
-        --build-arg "WHEELHOUSE=$WHEELHOUSE" "${cache_arg[@]}" \
+        --build-arg "WHEELHOUSE=$WHEELHOUSE" --build-arg "SEG_VERSION=$version" --build-arg "SEG_COMMIT=$commit" \
+        "${cache_arg[@]}" \
         --target "$target" "${tag[@]}" -f docker/Dockerfile . >>"$BUILD_LOG" 2>&1 || {
         log "docker build (stage $target) failed; last lines of $BUILD_LOG:"
         tail -n 30 "$BUILD_LOG" >&2

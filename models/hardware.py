@@ -177,9 +177,11 @@ def this_cpu_class_name() -> str:
     return row.cpu if row is not None else "unknown (no CPU flags)"
 
 
-def choose_arm_precision(row: ArmRow, f16_within_bound: bool = F16_WITHIN_BOUND) -> str:
-    """Arm's `auto`: f16 where the CPU computes it natively and f16 holds fp32's accuracy, else fp32."""
-    return "f16" if row.native_f16 and f16_within_bound else "fp32"
+def choose_arm_precision(row: ArmRow, f16_within_bound: bool | None = None) -> str:
+    """Arm's `auto`: f16 where the CPU computes it natively and f16 holds fp32's accuracy (None: as measured,
+    F16_WITHIN_BOUND), else fp32."""
+    within = F16_WITHIN_BOUND if f16_within_bound is None else f16_within_bound
+    return "f16" if row.native_f16 and within else "fp32"
 
 
 def describe_arm_choice(precision: str, row: ArmRow) -> str:

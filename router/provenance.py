@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -42,13 +43,17 @@ def _sha256(path: Path) -> str:
 
 
 def project_version() -> dict[str, str]:
-    """{"version": the installed seg package's (or "unknown"), "commit": HEAD of the checkout, when there is one}."""
+    """{"version": the installed seg package's, "commit": HEAD of the checkout, when there is one}. The Docker
+    image installs no package and holds no checkout: its build records both in $SEG_VERSION and $SEG_COMMIT
+    (docker/build_image.sh). "unknown" where nothing tells."""
     try:
         version = metadata.version("seg")
     except metadata.PackageNotFoundError:
-        version = "unknown"
+        version = os.environ.get("SEG_VERSION") or "unknown"
     found = {"version": version}
-    if (ROOT / ".git").exists():
+    if commit := os.environ.get("SEG_COMMIT"):
+        found["commit"] = commit
+    elif (ROOT / ".git").exists():
         try:
             head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
                                   timeout=10, check=True).stdout.strip()

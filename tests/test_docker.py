@@ -8,9 +8,11 @@ Every container runs with `--network none` (the sandbox's daemon has no bridge) 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,9 @@ def run_container(
     command: list[str] | None = None,
     user: str | None = None,
     timeout: float = 900,
+    platform: str | None = None,
 ) -> tuple[int, str]:
-    """docker run --rm --network none -m 8G -v inputs -v outputs IMAGE [command] -> (exit code, log)."""
+    """docker run --rm --network none -m 8G -v inputs -v outputs [--platform P] IMAGE [command] -> (exit code, log)."""
     options: dict[str, Any] = {
         "network_mode": "none",
         "mem_limit": "8g",
@@ -66,6 +69,8 @@ def run_container(
     }
     if user:
         options["user"] = user
+    if platform:
+        options["platform"] = platform
     container = CLIENT.containers.run(image, command, **options)
     try:
         status = int(container.wait(timeout=timeout)["StatusCode"])
@@ -162,7 +167,10 @@ def test_time_eval_records_every_case(tiny_image: str, tmp_path: Path) -> None:
         assert (rows[case]["status"], rows[case]["exit_code"]) == (status, code), rows[case]
     assert rows["3DBox_Slow_0001.npz"]["status"] == "timeout"
     for row in rows.values():
-        assert float(row["runtime"]) > 0 and float(row["std"]) >= 0
+        assert float(row["runtime"]) > 0
+    assert rows["2DBox_Fail_0001.npz"]["std"] == "0.000"  # run once (a failing case is not run again): no spread
+    for case in ("2DBox_Mem_0001.npz", "3DBox_CT_0002.npz"):  # two positive times: 0 <= |a - b| / 2 < (a + b) / 2
+        assert 0 <= float(rows[case]["std"]) < float(rows[case]["runtime"]), rows[case]
     assert float(rows["2DBox_Mem_0001.npz"]["peak_mem_mb"]) >= 150
 
     # good cases' outputs moved to the output folder; the per-case folders are gone
@@ -220,6 +228,9 @@ def test_default_cmd_matches_host(
     status, log = run_container(seg_image, demo_cases, outputs)
     assert status == 0, log
     assert_same_segs(outputs, host_segs, sorted(host_segs))
+    made_by = json.loads((outputs / "run.json").read_text())["seg"]  # the image knows what it was built from
+    assert made_by["version"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert len(made_by["commit"].removesuffix("-dirty")) == 40
 
 
 def test_bad_case_does_not_stop_the_others(

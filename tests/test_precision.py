@@ -10,18 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import hardware
 from models import pool as pool_module
 from models.hardware import (
+    ARM_TABLE,
     INT8_RECIPE_KEY,
     INT8_RECIPES_WITHIN_BOUND,
     PRECISION_TABLE,
+    arm_class,
+    choose_arm_precision,
     choose_precision,
     cpu_budget,
     cpu_class,
     cpu_flags,
     cpu_has_bf16,
+    describe_arm_choice,
     describe_choice,
     int8_recipe,
+    is_arm,
 )
 from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
@@ -257,3 +263,39 @@ def test_int8_asked_for_on_a_cpu_whose_int8_sums_saturate_is_run_with_a_warning(
         pool.get("litemedsam")
     assert pool.resolve_precision("litemedsam") == "int8"
     assert ("without an int8 dot product" in caplog.text) == warned
+
+
+@pytest.mark.parametrize(("machine", "arm"), [("aarch64", True), ("arm64", True), ("x86_64", False), ("AMD64", False)])
+def test_is_arm_names_the_machine(machine: str, arm: bool) -> None:
+    assert is_arm(machine) == arm
+
+
+@pytest.mark.parametrize(("native_f16", "within", "expected"),
+                         [(True, True, "f16"), (True, False, "fp32"), (False, True, "fp32"), (False, False, "fp32")])
+def test_arm_auto_takes_f16_only_where_native_and_within_the_bound(native_f16: bool, within: bool,
+                                                                  expected: str) -> None:
+    row = arm_class(native_f16)
+    assert row.native_f16 == native_f16
+    assert choose_arm_precision(row, f16_within_bound=within) == expected
+    line = describe_arm_choice(expected, row)
+    assert expected in line and row.cpu in line and "emulated" in line and "speed not measured" in line
+
+
+@pytest.mark.parametrize("within", [True, False])
+def test_model_pool_on_arm_ignores_x86_flags(ir_dir: Path, monkeypatch, caplog: pytest.LogCaptureFixture,
+                                            within: bool) -> None:
+    """Under QEMU /proc/cpuinfo shows the host's x86 flags: on Arm they must not decide anything."""
+    monkeypatch.setattr(pool_module, "this_arm_class", lambda: ARM_TABLE[0])
+    monkeypatch.setattr(pool_module, "cpu_has_bf16", lambda: True)  # what an x86 host would say
+    monkeypatch.setattr(pool_module, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16", "avx512_vnni"}))
+    monkeypatch.setattr(hardware, "F16_WITHIN_BOUND", within)
+    pool = pool_module.ModelPool(ir_dir)
+    with caplog.at_level("INFO", logger="seg"):
+        pool.get("litemedsam")
+    assert pool.resolve_precision("litemedsam") == ("f16" if within else "fp32")
+    assert ARM_TABLE[0].cpu in caplog.text and "AVX" not in caplog.text
+
+
+def test_f16_compiles_with_an_f16_hint() -> None:
+    assert compile_config(2, "f16")["INFERENCE_PRECISION_HINT"] == "f16"
+    assert compile_config(2, "fp32")["INFERENCE_PRECISION_HINT"] == "f32"  # Arm's default is f16: fp32 must say so

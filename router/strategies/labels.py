@@ -134,10 +134,6 @@ class BoxMasks:
                 mask = mask & (target != owner + 1)  # near-copies: the larger box keeps its voxels
         target[mask] = index + 1
 
-    def nbytes(self) -> int:
-        """Bytes the masks hold."""
-        return sum(crop.nbytes for crop in self.crops)
-
 
 def box_masks_bytes(shape: tuple[int, ...], lows: np.ndarray, highs: np.ndarray, clip: bool, label_bytes: int) -> int:
     """Upper bound of what BoxMasks and its label_map allocate besides the label map: every region's mask,
