@@ -30,19 +30,19 @@ def _vm(field: str) -> int:
 def measure_one(path: Path, precision: str, threads: int) -> dict[str, object]:
     """Segment `path` in this process; return its estimate and its measured peak above the start, bytes."""
     from models.pool import ModelPool
-    from router.casefile import case_kind, read_headers, read_small_array
+    from router.casefile import open_case
     from router.memory import Warmth, estimate_case
     from router.pipeline import BOXES_MAX_BYTES, segment_file
     from router.routing import RoutingTable
 
     table = RoutingTable.load(None)
     pool = ModelPool(None, threads, precision)
-    dim, modality = case_kind(path)
-    route = table.route(dim, modality, pool.available)
-    predictor = pool.get(route.model)
-    headers = read_headers(path)
-    boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES)
-    estimate = estimate_case(dim, headers, boxes, route, Warmth(), predictor.cache.budget_bytes).by_batch[
+    with open_case(path) as case_file:  # the guard's view: headers and boxes, the image not decompressed
+        route = table.route(case_file.dim, case_file.modality, pool.available)
+        predictor = pool.get(route.model)
+        headers = case_file.headers
+        boxes = case_file.small_array("boxes", BOXES_MAX_BYTES)
+    estimate = estimate_case(case_file.dim, headers, boxes, route, Warmth(), predictor.cache.budget_bytes).by_batch[
         predictor.decode_batch]
     before = _vm("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS

@@ -10,8 +10,10 @@ Axis order:
 Output: `segs`, a label map of the image's spatial shape ((H, W) or (D, H, W)); 0 is background and
 label i belongs to `boxes[i - 1]`; uint8 for up to 255 boxes, uint16 above.
 
-Before anything is decompressed, `read_headers` reads each array's declared shape and dtype from the
-npy header at the start of its zip member (router.memory estimates a case's memory from them).
+A case is opened once (`open_case`) and read through that one handle in the order the pipeline needs
+it: its kind from its name, then, before anything is decompressed, each array's declared shape and dtype
+from the npy header at the start of its zip member (router.memory estimates a case's memory from them),
+its small `boxes`, and last the whole validated `Case`.
 
 Inputs are loaded with `allow_pickle=False` (a case file must never execute code) and never modified;
 outputs are written to a temporary file in the target folder and renamed, so none is half-written.
@@ -19,17 +21,20 @@ outputs are written to a temporary file in the target folder and renamed, so non
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from router.modality import CaseNameError, parse_case_name
 from router.validation import CaseError, validate_case
@@ -76,23 +81,23 @@ def case_kind(path: Path) -> tuple[int, str]:
         raise CaseError(str(error)) from error
 
 
-def read_headers(path: Path) -> dict[str, ArrayHeader]:
+NOT_A_ZIP = "not a readable .npz file (not a zip archive)"
+
+
+def _headers_of(archive: zipfile.ZipFile) -> dict[str, ArrayHeader]:
     """Array name ("imgs", ...) -> its declared shape and dtype, read from the start of each `.npy` member
-    of the npz without decompressing the rest: a 10 MB file may declare a 10 GB array."""
-    if not zipfile.is_zipfile(path):
-        raise CaseError("not a readable .npz file (not a zip archive)")
+    of an open npz without decompressing the rest: a 10 MB file may declare a 10 GB array."""
     headers = {}
     try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version not in _HEADER_READERS:
-                        raise CaseError(f"array '{info.filename}' has unsupported npy format version {version}")
-                    shape, _, dtype = _HEADER_READERS[version](member)
-                headers[info.filename.removesuffix(".npy")] = ArrayHeader(tuple(shape), np.dtype(dtype))
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _HEADER_READERS:
+                    raise CaseError(f"array '{info.filename}' has unsupported npy format version {version}")
+                shape, _, dtype = _HEADER_READERS[version](member)
+            headers[info.filename.removesuffix(".npy")] = ArrayHeader(tuple(shape), np.dtype(dtype))
     except CaseError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
@@ -100,16 +105,99 @@ def read_headers(path: Path) -> dict[str, ArrayHeader]:
     return headers
 
 
-def read_small_array(path: Path, name: str, headers: dict[str, ArrayHeader], max_bytes: int) -> np.ndarray | None:
-    """Array `name` of the npz at `path` (only that member is decompressed) when its header declares at
-    most `max_bytes`; None when it is absent, larger or unreadable (read_case then says what is wrong)."""
-    if name not in headers or headers[name].nbytes > max_bytes:
-        return None
+def read_headers(path: Path) -> dict[str, ArrayHeader]:
+    """Array name ("imgs", ...) -> its declared shape and dtype, from the npz at `path` (any file name) without
+    decompressing an array; `open_case(path).headers` is the same for a case already open."""
+    if not zipfile.is_zipfile(path):
+        raise CaseError(NOT_A_ZIP)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return np.asarray(npz[name])
-    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise CaseError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
+    with archive:
+        return _headers_of(archive)
+
+
+@contextlib.contextmanager
+def _loading_arrays() -> Iterator[None]:
+    """Raise what np.load and NpzFile raise for a bad file or array as a one-line CaseError."""
+    try:
+        yield
+    except CaseError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CaseError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
+    except ValueError as error:
+        if "pickle" in str(error):  # object arrays: loading them could execute code
+            raise CaseError("unreadable array: it holds pickled Python objects, which are never loaded") from error
+        raise CaseError(f"unreadable array ({error})") from error
+
+
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[NpzFile]:
+    """The npz at `path` opened once (one file handle, one zip directory read), `allow_pickle=False`; closed
+    on exit. CaseError (one line) when it is not a zip archive or numpy cannot open it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            handle = stack.enter_context(open(path, "rb"))
+        except OSError as error:  # as zipfile.is_zipfile says of a file it cannot open
+            raise CaseError(NOT_A_ZIP) from error
+        if not zipfile.is_zipfile(handle):
+            raise CaseError(NOT_A_ZIP)
+        handle.seek(0)
+        with _loading_arrays():
+            npz = stack.enter_context(np.load(handle, allow_pickle=False))
+        yield npz
+
+
+class CaseFile:
+    """One case file, opened once (`open_case`) and read through that handle: its kind from its name, then,
+    when asked, its arrays' npy headers (nothing decompressed), a small array (the memory guard's boxes) and
+    last the whole validated Case. Axis orders: the module docstring.
+
+    path: as given; dim: 2 or 3 and modality (canonical spelling) from the file name.
+    """
+
+    def __init__(self, path: Path, dim: int, modality: str, npz: NpzFile) -> None:
+        self.path, self.dim, self.modality, self._npz = path, dim, modality, npz
+
+    @cached_property
+    def headers(self) -> dict[str, ArrayHeader]:
+        """Array name ("imgs", ...) -> declared shape and dtype (read once, before any array is loaded)."""
+        if self._npz.zip is None:  # NpzFile drops its zip when closed
+            raise ValueError(f"{self.path.name} was read after open_case closed it")
+        return _headers_of(self._npz.zip)
+
+    def small_array(self, name: str, max_bytes: int) -> np.ndarray | None:
+        """Array `name` (only that member is decompressed) when its header declares at most `max_bytes`;
+        None when it is absent, larger or unreadable (`read` then says what is wrong)."""
+        if name not in self.headers or self.headers[name].nbytes > max_bytes:
+            return None
+        try:
+            return np.asarray(self._npz[name])
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+
+    def read(self) -> Case:
+        """The case's arrays loaded and validated (router.validation.validate_case); CaseError with a
+        one-line reason if it is unusable."""
+        keys = set(self._npz.files)
+        for key in ("imgs", "boxes"):
+            if key not in keys:
+                raise CaseError(f"missing key '{key}' (found: {sorted(keys) or 'none'})")
+        with _loading_arrays():
+            arrays: dict[str, np.ndarray] = {key: self._npz[key] for key in ("imgs", "boxes", "spacing") if key in keys}
+        return Case(self.path.stem, self.modality, self.dim, *validate_case(arrays, self.dim))
+
+
+@contextlib.contextmanager
+def open_case(path: Path) -> Iterator[CaseFile]:
+    """The case file at `path`, opened once for everything read from it and closed on exit. CaseError (one
+    line) for a name that is not a case's or a file that is not an npz."""
+    path = Path(path)
+    dim, modality = case_kind(path)
+    with _open_npz(path) as npz:
+        yield CaseFile(path, dim, modality, npz)
 
 
 def segs_shape(dim: int, image: ArrayHeader) -> tuple[int, ...] | None:
@@ -125,27 +213,8 @@ def segs_shape(dim: int, image: ArrayHeader) -> tuple[int, ...] | None:
 def read_case(path: Path) -> Case:
     """Read one case file and validate it (router.validation.validate_case); raise CaseError with a
     one-line reason if it is unusable."""
-    path = Path(path)
-    dim, modality = case_kind(path)
-    if not zipfile.is_zipfile(path):
-        raise CaseError("not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            for key in ("imgs", "boxes"):
-                if key not in keys:
-                    raise CaseError(f"missing key '{key}' (found: {sorted(keys) or 'none'})")
-            arrays = {key: npz[key] for key in ("imgs", "boxes", "spacing") if key in keys}
-    except CaseError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
-        raise CaseError(f"not a readable .npz file ({type(error).__name__}: {error})") from error
-    except ValueError as error:
-        if "pickle" in str(error):  # object arrays: loading them could execute code
-            raise CaseError("unreadable array: it holds pickled Python objects, which are never loaded") from error
-        raise CaseError(f"unreadable array ({error})") from error
-
-    return Case(path.stem, modality, dim, *validate_case(arrays, dim))
+    with open_case(path) as case_file:
+        return case_file.read()
 
 
 def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:

@@ -23,11 +23,11 @@ from router.casefile import (
     ArrayHeader,
     Case,
     CaseError,
+    CaseFile,
     case_kind,
+    open_case,
     output_is_complete,
-    read_case,
     read_headers,
-    read_small_array,
     segs_shape,
     write_segs,
 )
@@ -185,26 +185,32 @@ class Segmenter:
     ) -> CaseResult:
         """Read the case file at `path`, route it, segment it and, with `output`, write `segs` there atomically.
 
-        Before the image is decompressed, its npy header gives the case's need (router.memory); a case that
-        fits only with fewer boxes per decoder call gets that, one that cannot fit raises CaseError.
+        The file is opened once (router.casefile.open_case) and closed once the case is read. Before the
+        image is decompressed, its npy header gives the case's need (router.memory); a case that fits only
+        with fewer boxes per decoder call gets that, one that cannot fit raises CaseError.
         Raises router.casefile.CaseError for a case that cannot be segmented (one-line message); any other
         exception is a failure of this case only.
         """
         start = time.perf_counter()
-        dim, modality = case_kind(path)
-        route = self.table.route(dim, modality, self.pool.available)
-        decode_batch = None
-        if self.memory is not None:
-            headers = read_headers(path)  # a file that is not an npz is refused here, before a model compiles
-            boxes = read_small_array(path, "boxes", headers, BOXES_MAX_BYTES) if "imgs" in headers else None
-            decode_batch = self._decode_batch(dim, headers, boxes, route, path.name)
-        case = read_case(path)
+        with open_case(path) as case_file:  # a file that is not an npz is refused here, before a model compiles
+            route = self.table.route(case_file.dim, case_file.modality, self.pool.available)
+            decode_batch = self._file_decode_batch(case_file, route)
+            case = case_file.read()
         if on_route is not None:
             on_route(case, route)
         segs = self._run(case, route, decode_batch, progress)
         if output is not None:
             write_segs(output, segs)
         return CaseResult(case, route, self.pool.resolve_precision(route.model), segs, time.perf_counter() - start)
+
+    def _file_decode_batch(self, case_file: CaseFile, route: Route) -> int | None:
+        """The memory guard's decoder batch for an open case file, from its headers and its stored boxes
+        (the image is not decompressed); None without a guard."""
+        if self.memory is None:
+            return None
+        headers = case_file.headers
+        boxes = case_file.small_array("boxes", BOXES_MAX_BYTES) if "imgs" in headers else None
+        return self._decode_batch(case_file.dim, headers, boxes, route, case_file.path.name)
 
     def _decode_batch(self, dim: int, headers: dict[str, ArrayHeader], boxes: np.ndarray | None, route: Route,
                       name: str) -> int | None:

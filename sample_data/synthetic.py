@@ -1,13 +1,14 @@
 """Seeded synthetic volumes and images with their ground truth (no files read).
 
-Volumes are (D, H, W) = (z, y, x) uint8; label maps have the same shape, 0 = background.
+Volumes are (D, H, W) = (z, y, x) uint8; label maps have the same shape, 0 = background. Only the demo's
+volumes (synthetic_ct, _mr, _pet) are blurred with OpenCV, imported there: the rest is numpy alone, and
+so are the unit tests built on it (tests/helpers.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 
@@ -33,6 +34,8 @@ def blob_volume(
 
 def _finish(volume: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
     """Add Gaussian noise, blur each slice (sigma 1 px) and round to uint8."""
+    import cv2  # a build-time dependency (requirements-build.txt), like the demo cases made from this
+
     volume = volume + rng.normal(0, noise, volume.shape)
     volume = np.stack([cv2.GaussianBlur(s, (0, 0), 1.0) for s in volume.astype(np.float32)])
     return np.clip(np.rint(volume), 0, 255).astype(np.uint8)

@@ -1,12 +1,17 @@
-"""Shared fixtures: the exported IR (never exported here), real demo data from the stardist wheel.
+"""Shared fixtures: the exported IR (never exported here), OpenCV, real demo data from the stardist wheel.
 
-Tests are "integration" when they need the exported models, torch, NNCF or Docker (marked here by the
-fixtures they use, or by their module); the rest are unit tests: `pytest -m "not integration"`
-(`./build.sh unit`) runs those in well under a minute without exporting anything.
+Tests are "integration" when they need the exported models, torch, NNCF, OpenCV, Docker, a wheel build or
+the venv's console scripts (marked here by the fixtures they use, or by their module or themselves); the
+rest are unit tests: `pytest -m "not integration"` (`./build.sh unit`) runs those in well under a minute,
+without exporting anything, from a checkout and its runtime and test requirements: no OpenCV, torch or
+NNCF is imported, no module marked integration as a whole is even collected, and the subprocesses they
+start are `sys.executable` on the checkout's modules. `slow` marks what takes more than a minute (the Arm
+image under emulation): `-m "not slow"` leaves it out of a full run.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +19,29 @@ import pytest
 
 from models.registry import DEFAULT_MODEL_DIR, is_available
 
-# A test that uses one of these fixtures needs the exported models.
-MODEL_FIXTURES = frozenset({"ir_dir", "litemedsam", "evit_ir_dir", "torch_baseline"})
+# A test that uses one of these fixtures needs the exported models (or, for cv2, OpenCV: a build-time
+# dependency, the reference the runtime's numpy resize and distance transform are checked against).
+INTEGRATION_FIXTURES = frozenset({"ir_dir", "litemedsam", "evit_ir_dir", "torch_baseline", "cv2"})
+# A module that marks all its tests with one of these (its `pytestmark`) is integration as a whole.
+WHOLE_MODULE_MARK = re.compile(r"^pytestmark = .*\bpytest\.mark\.(integration|docker)\b", re.MULTILINE)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("docker"):
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("docker"):
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `-m "not integration"` (the unit tier's expression), do not import the modules marked integration
+    as a whole: all their tests would be deselected, and importing them imports torch, NNCF or the Docker SDK
+    (seconds)."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    if config.getoption("markexpr").strip() == "not integration" and WHOLE_MODULE_MARK.search(
+            collection_path.read_text()):
+        return True
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +59,15 @@ def litemedsam(ir_dir):
     from models.registry import get_spec
 
     return SamPredictor(get_spec("litemedsam"), ir_dir)
+
+
+@pytest.fixture(scope="session")
+def cv2():
+    """opencv-python (requirements-build.txt): the reference some numpy code is checked against; a test that
+    takes it is integration (the runtime and the unit tier do without OpenCV)."""
+    import cv2
+
+    return cv2
 
 
 @pytest.fixture(scope="session")

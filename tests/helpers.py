@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +18,26 @@ dice = mask_dice  # Dice of two bool masks, 1.0 when both are empty: the runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "blob_volume", "dice", "strategy_route", "tight_box3d", "write_case"]
+__all__ = ["ROOT", "blob_volume", "dice", "forged_npz", "strategy_route", "tight_box3d", "write_case"]
 
 
 def write_case(path: Path, **arrays: np.ndarray) -> Path:
     """np.savez `arrays` to `path` (parents made); return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
+    return path
+
+
+def forged_npz(path: Path, shape: tuple[int, ...], dtype: str = "|u1") -> Path:
+    """An npz whose `imgs` header declares `shape` but holds 1 KiB of data: what a reader sees before
+    decompressing a bomb (np.load would only find out after allocating the array)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    boxes = io.BytesIO()
+    np.save(boxes, np.array([[1, 1, 1, 4, 4, 4]]))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("imgs.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(1024))
+        archive.writestr("boxes.npy", boxes.getvalue())
     return path
 
 

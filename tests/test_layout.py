@@ -4,8 +4,10 @@ and nothing low imports something high. Read from the source with ast, so import
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 import pytest
@@ -88,13 +90,29 @@ def test_runtime_works_with_dev_code_and_torch_blocked(tmp_path, ir_dir) -> None
             assert npz["segs"].any()
 
 
-@pytest.mark.parametrize("script", ["seg-predict", "seg-score", "seg-time", "seg-convert"])
+CONSOLE_SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(CONSOLE_SCRIPTS))
+def test_console_script_entry_points_answer_help(script: str, capsys) -> None:
+    """Each [project.scripts] entry names a main(argv) that prints its usage for --help (in this process:
+    what the installed script runs, without the install)."""
+    module, _, function = CONSOLE_SCRIPTS[script].partition(":")
+    main = getattr(importlib.import_module(module), function)
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.integration  # needs ./build.sh setup's editable install in .venv
+@pytest.mark.parametrize("script", sorted(CONSOLE_SCRIPTS))
 def test_console_scripts_are_installed(script: str) -> None:
     """./build.sh setup installs the project in editable mode with its console scripts."""
     done = subprocess.run([str(ROOT / ".venv" / "bin" / script), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
 
 
+@pytest.mark.integration  # builds a wheel (setuptools, seconds)
 def test_wheel_holds_the_runtime_evaluation_and_convert_only(tmp_path) -> None:
     """`pip install .` installs no dev tools as top-level packages (benchmarks, sample_data and its npz,
     the torch export); built from a copy, so the checkout gets no build/ or egg-info."""

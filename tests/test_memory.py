@@ -3,8 +3,6 @@ the estimate and the decoder batch it picks. Unit tests: real files, no models."
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +20,7 @@ from router.memory import (
     plan_case,
 )
 from router.routing import Route
-from tests.helpers import strategy_route, write_case
-
-
-def forged_npz(path: Path, shape: tuple[int, ...], dtype: str = "|u1") -> Path:
-    """An npz whose `imgs` header declares `shape` but holds 1 KiB of data: what a reader sees before
-    decompressing a bomb (np.load would only find out after allocating the array)."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
-    boxes = io.BytesIO()
-    np.save(boxes, np.array([[1, 1, 1, 4, 4, 4]]))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("imgs.npy", b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + bytes(1024))
-        archive.writestr("boxes.npy", boxes.getvalue())
-    return path
+from tests.helpers import forged_npz, strategy_route, write_case
 
 
 def headers_of(tmp_path: Path, image: np.ndarray) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -333,9 +334,12 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
 
 
 def test_cli_runs_as_script_and_documents_spacing_orders() -> None:
+    """`python evaluation/compute_metrics.py` (the challenge's way); the checkout on PYTHONPATH stands for
+    ./build.sh setup's install, which makes `router` importable from the script's folder."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, str(ROOT / "evaluation" / "compute_metrics.py"), "--help"],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": path},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "official" in done.stdout and "zyx" in done.stdout

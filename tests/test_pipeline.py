@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import logging
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from models.pool import ModelPool
-from router.casefile import read_headers
-from router.memory import Warmth, estimate_case
+from router.casefile import CaseError, read_headers
+from router.memory import GIB, Warmth, estimate_case
 from router.pipeline import segment_file
 from router.routing import RoutingTable
-from tests.helpers import write_case
+from tests.helpers import forged_npz, write_case
 
 
 class Lines(logging.Handler):
@@ -64,3 +70,68 @@ def test_pool_routes_to_the_models_it_is_given(ir_dir, tmp_path) -> None:
         assert "'litemedsam' is not exported" in str(error)
     else:
         raise AssertionError("a model left out of `available` must not compile")
+
+
+class BoxFilling:
+    """A predictor without a model: each box's mask is the box filled. It has what the memory guard reads of
+    a SamPredictor (its decoder batch, how warm it is, its cache's budget)."""
+
+    decode_batch, decoded_batch, encoder_calls = 16, 0, 0
+    cache = SimpleNamespace(budget_bytes=0)
+
+    def reset(self) -> None:
+        self.shape = (0, 0)
+
+    def set_image(self, image: np.ndarray, key=None) -> None:
+        self.shape = image.shape[:2]
+
+    def predict(self, boxes: np.ndarray, batch: int | None = None) -> np.ndarray:
+        masks = np.zeros((len(boxes), *self.shape), bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, np.asarray(boxes).astype(int), strict=True):
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
+        return masks
+
+    def predict_scored(self, boxes: np.ndarray, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict(boxes, batch), np.ones(len(boxes))
+
+
+def opens_of(path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every later open of `path` in this process (builtins.open: numpy, zipfile.is_zipfile; io.open:
+    zipfile.ZipFile, pathlib), appended to the list returned."""
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, str | os.PathLike) and os.path.abspath(file) == os.path.abspath(path):
+            opened.append(os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    return opened
+
+
+@pytest.mark.parametrize("memory", [lambda: 64 * GIB, None], ids=["guarded", "unguarded"])
+def test_a_case_file_is_opened_once(tmp_path, monkeypatch, memory) -> None:
+    """Headers for the memory guard, the stored boxes, then the arrays: one open of the file for all."""
+    image = np.zeros((40, 50, 3), np.uint8)
+    path = write_case(tmp_path / "2DBox_Endoscopy_a.npz", imgs=image, boxes=np.array([[5, 6, 20, 30]]))
+    pool = ModelPool(tmp_path, 1, "fp32", available={"litemedsam"}, make_predictor=lambda *args, **kwargs: BoxFilling())
+    opened = opens_of(path, monkeypatch)
+    result = segment_file(path, RoutingTable.load(), pool, tmp_path / "out" / path.name, memory=memory)
+    assert len(opened) == 1, opened
+    expected = np.zeros((40, 50), np.uint8)
+    expected[6:31, 5:21] = 1
+    assert np.array_equal(result.segs, expected) and result.case.name == "2DBox_Endoscopy_a"
+    with np.load(tmp_path / "out" / path.name) as npz:
+        assert np.array_equal(npz["segs"], expected)
+
+
+def test_the_guard_refuses_a_bomb_from_its_header_before_loading_it(tmp_path, monkeypatch) -> None:
+    """A 10.8 GB image declared in 1 KiB: refused by its need (loading it would fail otherwise), one open."""
+    path = forged_npz(tmp_path / "3DBox_CT_bomb.npz", (1200, 3000, 3000))
+    pool = ModelPool(tmp_path, 1, "fp32", available={"litemedsam"}, make_predictor=lambda *args, **kwargs: BoxFilling())
+    opened = opens_of(path, monkeypatch)
+    with pytest.raises(CaseError, match=r"needs \d+\.\d\d GiB of memory, 7\.00 GiB available"):
+        segment_file(path, RoutingTable.load(), pool, memory=lambda: 7 * GIB)
+    assert len(opened) == 1, opened

@@ -4,12 +4,14 @@ models.resample.resize_area must equal cv2.resize(INTER_AREA) bit for bit; the c
 router.strategies.interpolation must equal cv2.distanceTransform(DIST_L2, 5) within one float32 step
 (OpenCV computes it through IPP, which breaks a few float32 ties the other way), and the interpolated
 masks built on it must equal those built on cv2's; models.transforms._resize_stack (EfficientViT-SAM's
-mask upsampling) must equal cv2.INTER_LINEAR to float32 rounding.
+mask upsampling) must equal cv2.INTER_LINEAR to float32 rounding. OpenCV comes from the `cv2` fixture, so
+these comparisons are integration tests (tests/conftest.py); the unit tier runs the numpy-only ones.
 """
 
 from __future__ import annotations
 
-import cv2
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ from router.strategies.interpolation import chamfer_distance, interpolate_masks,
 from sample_data.sarcoma import sarcoma_slices
 
 
-def cv2_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+def cv2_area(cv2: ModuleType, image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
@@ -50,20 +52,20 @@ EDGE_SHAPES = [
 
 
 @pytest.mark.parametrize("channels", [None, 3])
-def test_resize_area_equals_opencv_on_random_images(channels: int | None) -> None:
+def test_resize_area_equals_opencv_on_random_images(channels: int | None, cv2: ModuleType) -> None:
     rng = np.random.default_rng(25)
     for height, width, new_h, new_w in EDGE_SHAPES + random_shapes(rng, 120):
         shape = (height, width) if channels is None else (height, width, channels)
         for image in (rng.integers(0, 256, shape, dtype=np.uint8), np.full(shape, 255, np.uint8),
                       (rng.random(shape) < 0.5).astype(np.uint8) * 255):
             got = resize_area(image, new_h, new_w)
-            want = cv2_area(image, new_h, new_w)
+            want = cv2_area(cv2, image, new_h, new_w)
             assert got.shape == want.shape and got.dtype == np.uint8
             assert np.array_equal(got, want), f"{shape} -> {(new_h, new_w)}: max diff " \
                 f"{np.abs(got.astype(int) - want.astype(int)).max()}"
 
 
-def test_resize_area_equals_opencv_on_real_images(nuclei: tuple[np.ndarray, np.ndarray]) -> None:
+def test_resize_area_equals_opencv_on_real_images(nuclei: tuple[np.ndarray, np.ndarray], cv2: ModuleType) -> None:
     """Real CT/MR/PET slices (sample_data/sarcoma_slices.npz) and a fluorescence image, at every size the
     runtime asks for (LiteMedSAM 256, EfficientViT-SAM 512) and some others."""
     images = [item.image for item in sarcoma_slices()[::5]] + [nuclei[0], nuclei[0][:, :, 0]]
@@ -71,7 +73,7 @@ def test_resize_area_equals_opencv_on_real_images(nuclei: tuple[np.ndarray, np.n
     for image in images:
         for target in (256, 512, 100, 333, 1024):
             new_h, new_w = longest_side_shape(*image.shape[:2], target)
-            assert np.array_equal(resize_area(image, new_h, new_w), cv2_area(image, new_h, new_w)), \
+            assert np.array_equal(resize_area(image, new_h, new_w), cv2_area(cv2, image, new_h, new_w)), \
                 f"{image.shape} -> {target}"
 
 
@@ -107,7 +109,7 @@ def random_masks(rng: np.random.Generator, count: int) -> list[np.ndarray]:
     return masks
 
 
-def test_chamfer_distance_equals_opencv_within_one_float32_step() -> None:
+def test_chamfer_distance_equals_opencv_within_one_float32_step(cv2: ModuleType) -> None:
     rng = np.random.default_rng(7)
     exact = 0
     masks = random_masks(rng, 100)
@@ -125,7 +127,7 @@ def test_chamfer_distance_equals_opencv_within_one_float32_step() -> None:
     assert exact >= 0.8 * 2 * len(masks)  # most maps are equal bit for bit
 
 
-def cv2_interpolate(first: np.ndarray, last: np.ndarray, count: int) -> np.ndarray:
+def cv2_interpolate(cv2: ModuleType, first: np.ndarray, last: np.ndarray, count: int) -> np.ndarray:
     """interpolate_masks as it was with OpenCV's distance transform (the reference)."""
     def signed(mask: np.ndarray) -> np.ndarray:
         inside = mask.astype(np.uint8)
@@ -144,7 +146,7 @@ def cv2_interpolate(first: np.ndarray, last: np.ndarray, count: int) -> np.ndarr
     return out
 
 
-def test_interpolated_masks_equal_those_from_opencv() -> None:
+def test_interpolated_masks_equal_those_from_opencv(cv2: ModuleType) -> None:
     """Real object masks of neighbouring slices (sarcoma) and synthetic shapes that grow, shrink and move."""
     pairs = []
     slices = sarcoma_slices()
@@ -160,7 +162,7 @@ def test_interpolated_masks_equal_those_from_opencv() -> None:
     assert len(pairs) > 10
     for first, last in pairs:
         for count in (1, 2, 3):
-            assert np.array_equal(interpolate_masks(first, last, count), cv2_interpolate(first, last, count))
+            assert np.array_equal(interpolate_masks(first, last, count), cv2_interpolate(cv2, first, last, count))
 
 
 def test_signed_distance_signs() -> None:
@@ -172,7 +174,7 @@ def test_signed_distance_signs() -> None:
     assert distance[1, 1] == pytest.approx(1.4)
 
 
-def test_mask_upsampling_equals_opencv_linear() -> None:
+def test_mask_upsampling_equals_opencv_linear(cv2: ModuleType) -> None:
     rng = np.random.default_rng(3)
     logits = (rng.standard_normal((5, 256, 256)) * 8).astype(np.float32)
     got = _resize_stack(logits, 1024, 1024)
