@@ -131,3 +131,18 @@ def test_startup_anatomy_times_every_step_of_a_one_case_run(tmp_path, ir_dir):
     assert set(ANATOMY_STEPS) <= set(lines) and "anatomy, all steps" in lines
     compile_seconds = float(lines["read + compile encoder and decoder"].split()[-2])
     assert compile_seconds > 0.01  # the models really were read and compiled in the child
+
+
+def test_agreement_counts_differing_voxels_per_label() -> None:
+    from benchmarks.agreement import agreement
+
+    a = np.zeros((4, 5), np.uint8)
+    b = a.copy()
+    a[0, :4], b[0, 1:] = 1, 1  # 4 and 4 pixels, 3 shared: union 5
+    b[3, 0] = 2  # only in b
+    rows = {row.label: row for row in agreement(a, b, "c")}
+    assert sorted(rows) == [1, 2]
+    assert rows[1].differing == 2 and rows[1].dsc == 2 * 3 / 8 and rows[1].share == 2 / 5
+    assert rows[2].dsc == 0 and rows[2].share == 1
+    with pytest.raises(ValueError, match="shapes differ"):
+        agreement(a, b[:3], "c")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.agreement import agreement
 from tests.helpers import blob_volume, tight_box3d, write_case
 from tests.test_docker import CLIENT, open_folders, run_container
 
@@ -70,12 +71,7 @@ def test_arm64_image_segments_as_the_amd64_image_does(arm_cases: Path, tmp_path:
                                 ["sh", "predict.sh", "--precision", "fp32"], platform="linux/amd64")
     assert status == 0, log
     for case in sorted(arm_cases.glob("*.npz")):
-        arm = np.load(arm_out / case.name)["segs"]
         amd64 = np.load(amd64_out / case.name)["segs"]
-        assert arm.shape == amd64.shape and arm.dtype == amd64.dtype, case.name
         assert amd64.any(), f"{case.name}: the amd64 image found nothing to compare with"
-        for label in np.unique(amd64[amd64 > 0]):
-            a, b = arm == label, amd64 == label
-            dsc = 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
-            differing = np.count_nonzero(a ^ b) / np.count_nonzero(a | b)
-            assert dsc >= ARM_MIN_DSC and differing <= ARM_MAX_DIFFERING, (case.name, label, dsc, differing)
+        for row in agreement(np.load(arm_out / case.name)["segs"], amd64, case.name):
+            assert row.dsc >= ARM_MIN_DSC and row.share <= ARM_MAX_DIFFERING, row

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +148,17 @@ def test_demo_cases_outside_a_checkout_say_so_in_one_line(tmp_path) -> None:
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("error: evaluation.demo_cases needs sample_data/") and done.stderr.count("\n") == 1
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_users_own_models_package_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A research repository's `models/` in the working folder comes first on sys.path and would shadow ours."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("# the user's own models\n")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", "from router.pipeline import Segmenter"], cwd=tmp_path,
+                          env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "seg needs its own 'models' package" in done.stderr.strip().splitlines()[-1]
+    fine = subprocess.run([sys.executable, "-c", "from router.pipeline import Segmenter"], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=120)
+    assert fine.returncode == 0, fine.stderr
