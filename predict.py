@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                  "scheduler": args.scheduler or "", "continue_prediction": args.continue_prediction}
     record = RunRecord(args.output / record_name(args.num_parts, args.part_id), run_facts(pool, args.config, arguments),
                        resume=args.continue_prediction)
-    return run_cases(cases, args.output, backend, timings, resume=args.continue_prediction,
-                     progress=not args.no_progress, record=record)
+    return run_cases(cases, args.output, backend, timings, record, resume=args.continue_prediction,
+                     progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import openvino as ov
 from models.hardware import shared_core, this_cpu_class_name
 from models.pool import ModelPool
 from models.registry import get_spec
-from router.casefile import remove_stale_temps, write_text_atomic
+from router.caserows import CaseRows
 from router.parts import part_file_name
 from router.routing import DEFAULT_ROUTES
 
@@ -90,32 +90,27 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
     }
 
 
-class RunRecord:
-    """The run.json at `path`: `facts` (run_facts) and one entry per case, rewritten after every case.
-    `resume`: the entries of the file already there are kept for the cases the run skips as done."""
+class RunRecord(CaseRows[dict[str, str]]):
+    """The run.json at `path` (router.caserows.CaseRows): `facts` (run_facts) and per case its route and
+    precision (`entry`); an empty entry for a case skipped as done that the earlier file did not hold."""
+
+    missing: dict[str, str] = {}
 
     def __init__(self, path: Path, facts: dict[str, Any], resume: bool = False) -> None:
-        self.path = Path(path)
-        remove_stale_temps(self.path)  # a kill during a write leaves its temp file: never worth keeping
         self.facts = facts
-        self.earlier: dict[str, Any] = {}
-        if resume:
-            try:
-                cases = json.loads(self.path.read_text()).get("cases", {})
-                self.earlier = cases if isinstance(cases, dict) else {}
-            except (OSError, ValueError, AttributeError):
-                self.earlier = {}
-        self.cases: dict[str, Any] = {}
+        super().__init__(path, resume)
 
-    def keep_earlier(self, stem: str) -> None:
-        """Carry the earlier run's entry of a case this run skips (an empty one where it has none)."""
-        self.cases[stem] = self.earlier.get(stem, {})
+    @staticmethod
+    def entry(route: str, precision: str) -> dict[str, str]:
+        """A case's row: the route it took and the precision its model ran in."""
+        return {"route": route, "precision": precision}
 
-    def record(self, stem: str, route: str, precision: str) -> None:
-        """Add (or replace) a case's entry and rewrite the file."""
-        self.cases[stem] = {"route": route, "precision": precision}
-        self.write()
+    def read_earlier(self) -> dict[str, dict[str, str]]:
+        try:
+            cases = json.loads(self.path.read_text()).get("cases", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return cases if isinstance(cases, dict) else {}
 
-    def write(self) -> None:
-        """Write the facts and every case's entry now."""
-        write_text_atomic(self.path, json.dumps({**self.facts, "cases": self.cases}, indent=1) + "\n")
+    def render(self) -> str:
+        return json.dumps({**self.facts, "cases": self.rows}, indent=1) + "\n"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from router.casefile import Case, remove_stale_temps
+from router.caserows import CaseRows
 from router.efficiency import EfficiencyLog
 from router.interrupt import Interrupted, stop_on_signals
 from router.messages import done_line, error_line, route_warnings, summary_line
@@ -120,18 +121,19 @@ def stopped_line(stop: Interrupted, current: Path | None, timings: EfficiencyLog
 
 
 def run_cases(
-    cases: list[Path], output: Path, backend: Backend, timings: EfficiencyLog, resume: bool = False,
-    progress: bool = True, record: RunRecord | None = None,
+    cases: list[Path], output: Path, backend: Backend, timings: EfficiencyLog, record: RunRecord,
+    resume: bool = False, progress: bool = True,
 ) -> int:
     """Segment `cases` into `output` on `backend`; return the exit status: 0, 1 if a case failed (or the
     back-end could not start), 128 + the signal when one stopped the run.
 
     timings: the run's efficiency file (with `resume`, the rows of the cases found done are carried).
-    record: the run's run.json (router.provenance), kept like `timings`.
+    record: the run's run.json (router.provenance), kept like `timings` (both router.caserows.CaseRows).
     resume: skip the cases whose output is already whole (`--continue-prediction`), checked just before
     each case locally and all at once before a back-end that takes every case at once.
     """
     warned: set[str] = set()
+    kept: tuple[CaseRows, ...] = (timings, record)
     skipped = 0
     current: Path | None = None  # the case being looked at or segmented, for the stop message
 
@@ -147,9 +149,8 @@ def run_cases(
             if resume:
                 if is_done(path, output / path.name):
                     skipped += 1
-                    timings.keep_earlier(path.stem)
-                    if record is not None:
-                        record.keep_earlier(path.stem)
+                    for rows in kept:
+                        rows.keep_earlier(path.stem)
                     bar.update()
                     continue
                 remove_stale_temps(output / path.name)  # an earlier run's, killed mid-write
@@ -175,21 +176,19 @@ def run_cases(
                         failed += 1
                         log.error("%s", outcome.line)
                         continue
-                    timings.record(Path(outcome.file_name).stem, outcome.seconds)
-                    if record is not None:
-                        record.record(Path(outcome.file_name).stem, outcome.route, outcome.precision)
+                    stem = Path(outcome.file_name).stem
+                    timings.record(stem, outcome.seconds)
+                    record.record(stem, RunRecord.entry(outcome.route, outcome.precision))
                     log.info("%s", outcome.line)
             except Interrupted as stop:  # within the session: a second signal is ignored while this is said
-                timings.write()
-                if record is not None:
-                    record.write()
+                for rows in kept:
+                    rows.write()
                 log.error("%s", stopped_line(stop, current, timings, len(cases)))
                 return 128 + stop.signum
     except RunError as error:
         log.error("%s", error)
         return 1
-    if record is not None:
-        record.write()  # also when every case was skipped as done, or there was none
+    record.write()  # also when every case was skipped as done, or there was none
     # a back-end that took every case at once said what was already done before it started
     resumed = f", {skipped} already done" if skipped and not backend.submits_all else ""
     log.info("%s%s", done_line(len(timings) - skipped, failed), resumed)

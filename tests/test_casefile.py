@@ -142,12 +142,12 @@ def test_run_record_says_what_made_the_outputs_and_survives_a_resume(tmp_path, i
     path = tmp_path / "run.json"
     (tmp_path / ".run.json.k1ll3d.tmp").write_text("{")  # a kill during a write
     record = RunRecord(path, facts)
-    record.record("a", "litemedsam/image2d", "fp32")
-    record.record("b", "litemedsam/propagate", "fp32")
+    record.record("a", RunRecord.entry("litemedsam/image2d", "fp32"))
+    record.record("b", RunRecord.entry("litemedsam/propagate", "fp32"))
     assert not (tmp_path / ".run.json.k1ll3d.tmp").exists()
     resumed = RunRecord(path, facts, resume=True)
     resumed.keep_earlier("a")
-    resumed.record("c", "litemedsam/propagate", "fp32")
+    resumed.record("c", RunRecord.entry("litemedsam/propagate", "fp32"))
     cases = json.loads(path.read_text())["cases"]
     assert cases == {"a": {"route": "litemedsam/image2d", "precision": "fp32"},
                      "c": {"route": "litemedsam/propagate", "precision": "fp32"}}
