@@ -37,7 +37,6 @@ def _halvings(batch: int) -> tuple[int, ...]:
     return (batch, *_halvings(batch // 2)) if batch > 1 else (1,)
 
 
-DECODE_BATCHES = _halvings(DEFAULT_DECODE_BATCH)  # tried in turn: the predictor's default (16) first, halved
 # Anything else a case allocates (resized slices, encoder input, small temporaries, allocator slack): a margin
 # the strategies' estimates do not itemise. Chosen with the estimates when the guard was built; that the sum
 # bounds every peak measured since, by 1.27x or more, is in docs/results.md, "Memory guard".

@@ -10,7 +10,6 @@ import pytest
 
 from router.casefile import CaseError, read_headers
 from router.memory import (
-    DECODE_BATCHES,
     GIB,
     MIB,
     Warmth,
@@ -87,7 +86,8 @@ def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
     headers = headers_of(tmp_path, np.zeros((256, 256, 3), np.uint8))
     boxes = np.array([[10, 10, 50, 50]] * 40)
     estimate = estimate_case(2, headers, boxes, strategy_route("image2d"))
-    needs = [estimate.by_batch[batch] for batch in DECODE_BATCHES]
+    assert sorted(estimate.by_batch, reverse=True) == [16, 8, 4, 2, 1]  # the predictor's batch, halved
+    needs = [estimate.by_batch[batch] for batch in (16, 8, 4, 2, 1)]
     assert needs == sorted(needs, reverse=True) and needs[0] > needs[-1] + 400 * MIB  # 15 boxes x 32 MiB
     assert plan_case(estimate, needs[0]) == 16
     assert plan_case(estimate, needs[0] - 1) == 8
