@@ -56,8 +56,10 @@ def run_container(
     user: str | None = None,
     timeout: float = 900,
     platform: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> tuple[int, str]:
-    """docker run --rm --network none -m 8G -v inputs -v outputs [--platform P] IMAGE [command] -> (exit code, log)."""
+    """docker run --rm --network none -m 8G -v inputs -v outputs [--platform P] [-e ...] IMAGE [command]
+    -> (exit code, log)."""
     options: dict[str, Any] = {
         "network_mode": "none",
         "mem_limit": "8g",
@@ -71,6 +73,8 @@ def run_container(
         options["user"] = user
     if platform:
         options["platform"] = platform
+    if environment:
+        options["environment"] = environment
     container = CLIENT.containers.run(image, command, **options)
     try:
         status = int(container.wait(timeout=timeout)["StatusCode"])

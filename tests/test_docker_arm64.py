@@ -23,9 +23,15 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ARM_IMAGE = os.environ.get("SEG_TEST_ARM_IMAGE", "seg:arm64")
 AMD64_IMAGE = os.environ.get("SEG_TEST_IMAGE", "seg:latest")
-# Arm's kernels (the Arm Compute Library) sum in another order than x86's, so masks may differ at their edges.
-# Bound: every object's DSC between the two images, and the share of its voxels (union of both masks) that
-# differ. Measured on the demo and dev cases (docs/results.md, "The Arm image"): see ARM_* there.
+# The emulated CPU: a Neoverse N1 (ARMv8.2 with FP16, no SVE), the class of Apple's M-series and Graviton 2.
+# Under QEMU 7.2's default "max" CPU (SVE) the fp32 encoder's output departs from x86's (correlation 0.64; the
+# decoder agrees to 4e-4 on the same embedding), so that CPU is not the one to compare on (docs/results.md,
+# "The Arm image").
+QEMU_CPU = "neoverse-n1"
+# Arm's kernels sum in another order than x86's, so masks may differ at their edges. Bound: every object's DSC
+# between the two images, and the share of its voxels (union of both masks) that differ. Measured (same
+# section): fp32 on the Neoverse N1 gave x86's masks to the voxel on these cases (embedding within 4e-6), f16
+# stayed at DSC >= 0.976 and <= 4.6% differing on the dev images; the "max" CPU's broken encoder gave 0.89.
 ARM_MIN_DSC = 0.98
 ARM_MAX_DIFFERING = 0.04
 
@@ -64,7 +70,8 @@ def test_arm64_image_segments_as_the_amd64_image_does(arm_cases: Path, tmp_path:
     _image_or_skip(AMD64_IMAGE)
     arm_out, amd64_out = tmp_path / "arm64", tmp_path / "amd64"
     open_folders(arm_cases, arm_out, amd64_out)
-    status, arm_log = run_container(ARM_IMAGE, arm_cases, arm_out, platform="linux/arm64", timeout=3600)
+    status, arm_log = run_container(ARM_IMAGE, arm_cases, arm_out, platform="linux/arm64", timeout=3600,
+                                    environment={"QEMU_CPU": QEMU_CPU})
     assert status == 0, arm_log
     assert "precision auto:" in arm_log and "on Arm" in arm_log, arm_log  # Arm's class, not the host's x86 flags
     status, log = run_container(AMD64_IMAGE, arm_cases, amd64_out,
