@@ -183,7 +183,8 @@ def estimate_case(
         return Estimate({batch: reading + MISC_BYTES for batch in batches})
     image_bytes = math.prod(shape) * (3 if dim == 2 else 1)
     strategy, spec = get_strategy(route.strategy), get_spec(route.model)
-    work = strategy.working_bytes(shape, clipped, route.params, EmbeddingRoom(spec.embedding_bytes, cache_bytes))
+    room = EmbeddingRoom(spec.embedding_bytes, cache_bytes, spec.prompt_frame)
+    work = strategy.working_bytes(shape, clipped, route.params, room)
     per_call = strategy.boxes_per_call(shape, clipped, route.params)
     buffers = spec.buffers
     encoder = 0 if warmth.encoded or len(clipped) == 0 else buffers.first_encode

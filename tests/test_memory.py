@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.registry import get_spec
+from models.transforms import AXIS_CACHE_SIZE
 from router.casefile import CaseError, read_headers
 from router.memory import (
     GIB,
@@ -138,3 +140,16 @@ def test_the_strategy_estimates_its_own_working_memory(tmp_path, monkeypatch):
     assert guessed.by_batch[1] > estimate.by_batch[1]  # unmeasured buffers: the larger guess
     with pytest.raises(KeyError, match="unknown strategy 'nothing'"):
         estimate_case(2, headers, boxes, Route("litemedsam", "nothing", Image2dParams()))
+
+
+def test_a_2d_estimate_follows_the_models_mask_frame(tmp_path):
+    """EfficientViT-SAM's masks go up to a 1024 frame, LiteMedSAM's stay at 256: its resize matrices are larger."""
+    headers = headers_of(tmp_path, np.zeros((512, 512, 3), np.uint8))
+    boxes = np.array([[10, 10, 50, 50]])
+    lite = estimate_case(2, headers, boxes, strategy_route("image2d", "litemedsam")).by_batch[16]
+    evit = estimate_case(2, headers, boxes, strategy_route("image2d", "efficientvit_sam_l0")).by_batch[16]
+    matrices = AXIS_CACHE_SIZE * (512 + 512) * (1024 - 256) * 4
+    buffers = get_spec("efficientvit_sam_l0").buffers, get_spec("litemedsam").buffers
+    model_difference = (buffers[0].first_encode + buffers[0].first_decode - buffers[1].first_encode
+                        - buffers[1].first_decode)
+    assert evit - lite >= matrices + model_difference

@@ -12,10 +12,13 @@ import numpy as np
 @dataclass(frozen=True)
 class EmbeddingRoom:
     """The predictor's embedding cache as an estimate sees it: bytes of one embedding
-    (models.registry.ModelSpec.embedding_bytes) and the cache's budget."""
+    (models.registry.ModelSpec.embedding_bytes) and the cache's budget; and the side of the square frame
+    its masks are upsampled to before they are cropped and resized (ModelSpec.prompt_frame: 256 for
+    LiteMedSAM, 1024 for EfficientViT-SAM), which sizes the resize matrices."""
 
     embedding_bytes: int
     budget_bytes: int
+    mask_frame: int = 256
 
     def cached(self, images: int) -> int:
         """Bytes held when `images` images are encoded with a cache key: the cached ones (up to the budget)

@@ -117,7 +117,8 @@ def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dPara
     height, width = shape
     pixels = height * width
     label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
-    resize_matrices = AXIS_CACHE_SIZE * (height + width) * 256 * 4  # models.transforms.bilinear_axis' cache
+    # models.transforms.bilinear_axis' cache: float32 matrices from the model's mask frame to the image's sides
+    resize_matrices = AXIS_CACHE_SIZE * (height + width) * embeddings.mask_frame * 4
     kept = box_masks_bytes(shape, *box_regions(shape, boxes), params.clip_to_box, label_bytes)
     return label_bytes * pixels + slice_bytes(pixels, min(len(boxes), BOX_BATCH)) + 3 * pixels + resize_matrices + kept
 
