@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from models.hardware import cpu_budget
+from models.predictor import DEFAULT_CACHE_BYTES
 from models.registry import FALLBACK_MODEL, PRECISIONS
 from router.casefile import check_writable
 from router.efficiency import EfficiencyLog
@@ -44,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "fp32; bf16 (FP32 model computed in bf16, input layers in f32); "
                              "int8 (quantised encoder, FP32 decoder); f16 (FP32 model computed in f16: Arm CPUs "
                              "with ARMv8.2 FP16; on Arm auto takes fp32 unless f16 holds fp32's accuracy)")
-    parser.add_argument("--cache-mb", type=int, default=1024, help="embedding cache budget per model, MiB")
+    parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_BYTES >> 20,
+                        help="embedding cache budget per model, MiB (default: %(default)s)")
     parser.add_argument("--ov-cache", type=Path, default=None, metavar="DIR",
                         help="keep OpenVINO's compiled models in DIR (a folder that lasts across runs or containers, "
                              "e.g. a mounted volume): later runs on the same CPU model skip most of the compile "

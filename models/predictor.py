@@ -122,6 +122,40 @@ def cache_key(core: ov.Core, config: dict[str, str]) -> str:
     return sha256("\n".join(facts).encode()).hexdigest()[:16]
 
 
+def with_cache_dir(core: ov.Core, config: dict[str, str], cache_dir: Path | str | None) -> dict[str, str]:
+    """`config` plus CACHE_DIR, the subfolder of `cache_dir` for this OpenVINO, CPU and configuration
+    (cache_key); `config` unchanged where there is no cache folder or it cannot be made."""
+    if not cache_dir:
+        return config
+    folder = Path(cache_dir) / cache_key(core, config)
+    try:  # OpenVINO fails to compile at all where it cannot make the folder
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("WARNING: OpenVINO cache %s unusable (%s): compiling without it", cache_dir,
+                    error.strerror or error)
+        return config
+    return {**config, "CACHE_DIR": str(folder)}  # per compile: the Core is shared (models.hardware.shared_core)
+
+
+def compile_requests(
+    core: ov.Core, spec: ModelSpec, directory: Path, precision: str, config: dict[str, str]
+) -> tuple[ov.InferRequest, ov.InferRequest]:
+    """(encoder, decoder) infer requests of `spec`'s IR files in `directory` at `precision`."""
+    encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
+    if not (directory / encoder_file).is_file():
+        raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")
+    # The decoder compiles in a second thread while the encoder reads and compiles (OpenVINO's Core is
+    # thread-safe and releases the GIL): compiling is most of a one-image container's start-up.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        decoder = background.submit(core.compile_model, directory / spec.decoder_file, "CPU", config)
+        encoder = core.read_model(directory / encoder_file)  # read once: checked, then compiled
+        if precision == "bf16" and not has_precise_stem(encoder):
+            log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
+                        "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
+        encoder_request = core.compile_model(encoder, "CPU", config).create_infer_request()
+        return encoder_request, decoder.result().create_infer_request()
+
+
 class SamPredictor:
     """Encoder + decoder of one exported model, with an embedding cache.
 
@@ -146,37 +180,16 @@ class SamPredictor:
         core: ov.Core | None = None,
         ov_cache: Path | None = None,
     ) -> None:
-        self.spec = spec
-        directory = Path(directory or model_dir())
-        core = core or shared_core()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
-        config = compile_config(threads, precision)
+        self.spec = spec
+        core = core or shared_core()
         cache_dir = ov_cache or os.environ.get("SEG_OV_CACHE_DIR")
-        if cache_dir:
-            folder = Path(cache_dir) / cache_key(core, config)
-            try:  # OpenVINO fails to compile at all where it cannot make the folder
-                folder.mkdir(parents=True, exist_ok=True)
-                config["CACHE_DIR"] = str(folder)  # per compile: the Core is shared (models.hardware.shared_core)
-            except OSError as error:
-                log.warning("WARNING: OpenVINO cache %s unusable (%s): compiling without it", cache_dir,
-                            error.strerror or error)
-        encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
-        if not (directory / encoder_file).is_file():
-            raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")
-        # The decoder compiles in a second thread while the encoder reads and compiles (OpenVINO's Core is
-        # thread-safe and releases the GIL): compiling is most of a one-image container's start-up.
-        with ThreadPoolExecutor(max_workers=1) as background:
-            decoder = background.submit(core.compile_model, directory / spec.decoder_file, "CPU", config)
-            encoder = core.read_model(directory / encoder_file)  # read once: checked, then compiled
-            if precision == "bf16" and not has_precise_stem(encoder):
-                log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
-                            "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
-            self._encoder = core.compile_model(encoder, "CPU", config).create_infer_request()
-            self._decoder = decoder.result().create_infer_request()
+        config = with_cache_dir(core, compile_config(threads, precision), cache_dir)
+        self._encoder, self._decoder = compile_requests(core, spec, Path(directory or model_dir()), precision, config)
         self.cache = EmbeddingCache(cache_bytes)
         self.decode_batch = decode_batch
-        self.decoded_batch = 0  # the largest decoder batch run: OpenVINO keeps that batch's buffers
+        self.largest_decoded_batch = 0  # the largest decoder batch run: OpenVINO keeps that batch's buffers
         self.encoder_calls = 0
         self.encoder_seconds = 0.0  # time in the encoder (preprocessing included), for benchmarks
         self._embedding: Embedding | None = None
@@ -234,7 +247,7 @@ class SamPredictor:
         prompt_boxes = scale_boxes(np.asarray(boxes).reshape(-1, 4), original_hw, self.spec)
         for start in range(0, len(boxes), step):
             chunk = prompt_boxes[start : start + step]
-            self.decoded_batch = max(self.decoded_batch, len(chunk))
+            self.largest_decoded_batch = max(self.largest_decoded_batch, len(chunk))
             self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(chunk)}, share_inputs=True)
             logits = self._decoder.get_output_tensor(0).data
             if scored:

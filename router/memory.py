@@ -48,7 +48,7 @@ class Warmth:
     """What the predictor has already allocated: whether it has encoded, its largest decoder batch."""
 
     encoded: bool = False
-    decoded_batch: int = 0
+    largest_decoded_batch: int = 0
 
 
 def gib(size: float) -> str:
@@ -131,8 +131,8 @@ def _decoder(buffers: ModelBuffers, warmth: Warmth, boxes_per_call: int, decode_
     batch = min(decode_batch, boxes_per_call)
     if batch == 0:
         return 0
-    first = 0 if warmth.decoded_batch else buffers.first_decode
-    return first + max(0, batch - max(warmth.decoded_batch, 1)) * buffers.per_box
+    first = 0 if warmth.largest_decoded_batch else buffers.first_decode
+    return first + max(0, batch - max(warmth.largest_decoded_batch, 1)) * buffers.per_box
 
 
 def checked_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:

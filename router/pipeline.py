@@ -113,7 +113,7 @@ def plan_memory(
     default_batch = predictor.decode_batch
     if "imgs" not in headers:
         return default_batch  # read_case names the missing key
-    warmth = Warmth(predictor.encoder_calls > 0, predictor.decoded_batch)
+    warmth = Warmth(predictor.encoder_calls > 0, predictor.largest_decoded_batch)
     estimate = estimate_case(dim, headers, boxes, route, warmth, predictor.cache.budget_bytes, default_batch)
     available = memory()
     batch = plan_case(estimate, available, default_batch)

@@ -102,7 +102,7 @@ def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
     assert sorted(larger.by_batch) == [1, 2, 4, 8, 16, 32] and larger.by_batch[32] > needs[0]
     assert plan_case(larger, None, 32) == 32 and plan_case(larger, needs[0], 32) == 16
     # a warm predictor has its buffers already: only growth beyond its largest batch counts
-    warm = estimate_case(2, headers, boxes, strategy_route("image2d"), Warmth(encoded=True, decoded_batch=16))
+    warm = estimate_case(2, headers, boxes, strategy_route("image2d"), Warmth(encoded=True, largest_decoded_batch=16))
     assert warm.by_batch[16] == warm.by_batch[1] < needs[-1]
 
 

@@ -52,10 +52,10 @@ def test_memory_guard_passes_a_smaller_decoder_batch_and_leaves_the_predictor_as
     assert lines.lines == ["2DBox_Endoscopy_many.npz: decoding 8 boxes at a time to fit in memory (needs "
                            f"{estimate.by_batch[16] / (1 << 30):.2f} GiB at 16, "
                            f"{estimate.by_batch[8] / (1 << 30):.2f} GiB available)"]
-    assert predictor.decoded_batch == 8, "the largest batch decoded is the one the guard chose"
+    assert predictor.largest_decoded_batch == 8, "the largest batch decoded is the one the guard chose"
     assert predictor.decode_batch == 16, "the predictor's own batch is not rewritten"
     whole = segment_file(path, table, pool, memory=None)
-    assert predictor.decoded_batch == 16
+    assert predictor.largest_decoded_batch == 16
     assert np.mean(small.segs == whole.segs) > 0.999  # the batch changes the memory, not the masks
 
 
@@ -76,7 +76,7 @@ class BoxFilling:
     """A predictor without a model: each box's mask is the box filled. It has what the memory guard reads of
     a SamPredictor (its decoder batch, how warm it is, its cache's budget)."""
 
-    decode_batch, decoded_batch, encoder_calls = 16, 0, 0
+    decode_batch, largest_decoded_batch, encoder_calls = 16, 0, 0
     cache = SimpleNamespace(budget_bytes=0)
 
     def reset(self) -> None:
