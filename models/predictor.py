@@ -189,7 +189,7 @@ class SamPredictor:
         self._encoder, self._decoder = compile_requests(core, spec, Path(directory or model_dir()), precision, config)
         self.cache = EmbeddingCache(cache_bytes)
         self.decode_batch = decode_batch
-        self.largest_decoded_batch = 0  # the largest decoder batch run: OpenVINO keeps that batch's buffers
+        self.largest_decoded_batch = 0  # OpenVINO keeps the buffers of the largest batch run (router.memory)
         self.encoder_calls = 0
         self.encoder_seconds = 0.0  # time in the encoder (preprocessing included), for benchmarks
         self._embedding: Embedding | None = None
