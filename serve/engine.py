@@ -1,0 +1,219 @@
+"""A box on a session's volume -> the 3D object, on seg-predict's routing table, models and memory guard.
+
+- A 3D box (extent > 1 on every axis) runs the route's 3D strategy (router/routes.toml: propagation for
+  CT and MR, the tri-planar vote for PET) on the volume, axes read as (z, y, x), and keeps its label 1.
+- A 2D box (extent 1 on one axis: the slice it was drawn on, in any view) runs
+  `router.strategies.propagate3d.segment_from_slice` on the volume turned so that axis comes first: the
+  box prompts its slice and the object is followed both ways until it ends. Where that function is not
+  there (an older router), only the box's slice is decoded.
+
+Every session has its own embedding cache (keyed by view axis and slice), so a session's slices are
+encoded once whatever the other sessions do, and a later step can fill it in the background after
+set_image. The compiled model is shared: encoder and decoder calls of all sessions are serialised by
+one lock each (an OpenVINO infer request runs one inference at a time), and a session's predictor
+holds its own current embedding, so sessions interleave call by call, never mid-call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import router.strategies.propagate3d as propagate3d
+from models.boxes import clip_to_boxes
+from models.pool import ModelPool
+from models.predictor import DEFAULT_CACHE_BYTES, Embedding, EmbeddingCache, SamPredictor
+from router.casefile import ArrayHeader
+from router.memory import MISC_BYTES, available_bytes, gib
+from router.modality import parse_case_name
+from router.pipeline import Memory, plan_memory
+from router.routing import Route, RoutingTable
+from router.strategies.registry import get_strategy
+from router.validation import CaseError
+from serve.boxes import BoxPrompt, plane_box, volume_box
+from serve.intensity import peak_bytes
+from serve.protocol import ProtocolError
+
+log = logging.getLogger("seg.serve")
+
+# segment_from_slice(volume (D, H, W) uint8, box (4,) [x0, y0, x1, y1] inclusive on slice z, z, predictor,
+# params) -> (D, H, W) bool: the object from slice z, followed both ways until it ends.
+SliceSegmenter = Callable[[np.ndarray, np.ndarray, int, Any, Any], np.ndarray]
+AXIAL = "axial"  # the view name propagate3d keys a volume's slices by
+
+
+def canonical_modality(name: str) -> str:
+    """A modality as a user names it ("ct", "MRI", "pet") -> the routing table's name (router.modality);
+    an unknown one comes back as "Unknown:<name>" and takes the table's default route."""
+    return parse_case_name(f"3DBox_{name}_serve.npz")[1]
+
+
+@dataclass(frozen=True)
+class ModelLocks:
+    """One lock for the shared encoder's infer request, one for the decoder's."""
+
+    encode: threading.Lock = field(default_factory=threading.Lock)
+    decode: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SessionPredictor:
+    """A session's view of the shared SamPredictor (router.strategies' EmbeddingPredictor and
+    ScoredBoxPredictor): embeddings from the session's cache under `namespace`, its own current embedding,
+    `batch` boxes per decoder call (None: the predictor's)."""
+
+    def __init__(self, predictor: SamPredictor, cache: EmbeddingCache, namespace: Hashable, locks: ModelLocks,
+                 batch: int | None = None) -> None:
+        self.predictor, self.cache, self.namespace, self.locks, self.batch = predictor, cache, namespace, locks, batch
+        self._current: Embedding | None = None
+
+    def embedding(self, image: np.ndarray, key: Hashable | None) -> Embedding:
+        """`image`'s embedding: from the cache under `key`, else encoded now (and cached under `key`)."""
+        full_key = (self.namespace, key)
+        found = self.cache.get(full_key) if key is not None else None
+        if found is None:
+            with self.locks.encode:
+                found = self.predictor.encode(image)
+            if key is not None:
+                self.cache.put(full_key, found)
+        return found
+
+    def set_image(self, image: np.ndarray, key: Hashable | None = None) -> None:
+        self._current = self.embedding(image, key)
+
+    def get_image_embedding(self) -> Embedding:
+        if self._current is None:
+            raise RuntimeError("call set_image() before get_image_embedding()")
+        return self._current
+
+    def set_image_embedding(self, embedding: Embedding) -> None:
+        self._current = embedding
+
+    def predict(self, boxes: np.ndarray) -> np.ndarray:
+        return self._decode(boxes, scored=False)[0]
+
+    def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._decode(boxes, scored=True)
+
+    def _decode(self, boxes: np.ndarray, scored: bool) -> tuple[np.ndarray, np.ndarray]:
+        embedding = self.get_image_embedding()
+        with self.locks.decode:
+            self.predictor.set_image_embedding(embedding)
+            if scored:
+                return self.predictor.predict_scored(boxes, batch=self.batch)
+            return self.predictor.predict(boxes, batch=self.batch), np.zeros(len(boxes))
+
+
+class EngineVolume:
+    """A session's volume as the engine keeps it: (D, H, W) uint8, its route, its embedding cache and its
+    turned copies (a 2D box drawn in another view is segmented on the volume with that axis first)."""
+
+    def __init__(self, volume: np.ndarray, route: Route, cache_bytes: int) -> None:
+        self.volume, self.route = volume, route
+        self.cache = EmbeddingCache(cache_bytes)
+        self._turned: tuple[int, np.ndarray] | None = None  # one at a time: each is a copy of the volume
+
+    def view(self, axis: int) -> np.ndarray:
+        """The volume with `axis` first and the other two in their order, C-contiguous."""
+        if axis == 0:
+            return self.volume
+        if self._turned is None or self._turned[0] != axis:
+            self._turned = None  # the old copy goes before the new one is made
+            self._turned = (axis, np.ascontiguousarray(np.moveaxis(self.volume, axis, 0)))
+        return self._turned[1]
+
+    def close(self) -> None:
+        self.cache.clear()
+        self._turned = None
+
+
+def decode_slice(volume: np.ndarray, box: np.ndarray, z: int, predictor: SessionPredictor, params: Any) -> np.ndarray:
+    """The fallback of segment_from_slice: the box's mask on slice z only, kept inside the box; (D, H, W) bool."""
+    predictor.set_image(volume[z], key=(AXIAL, z))
+    mask = predictor.predict(box[None].astype(np.float64))
+    clip_to_boxes(mask, box[None])
+    out = np.zeros(volume.shape, bool)
+    out[z] = mask[0]
+    return out
+
+
+class ModelEngine:
+    """serve.session.BoxEngine on the product's models: `table` routes a session's modality to a model and
+    3D strategy, `pool` holds the compiled models (one per model, shared by every session), `memory` is
+    the memory guard's room (None: no guard), `cache_bytes` each session's embedding budget."""
+
+    def __init__(self, table: RoutingTable, pool: ModelPool, memory: Memory | None = available_bytes,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.table, self.pool, self.memory, self.cache_bytes = table, pool, memory, cache_bytes
+        self.locks = ModelLocks()
+        self._warned_fallback = False
+
+    def route(self, modality: str) -> Route:
+        return self.table.route(3, canonical_modality(modality), self.pool.available)
+
+    def warm(self, modality: str) -> str:
+        """Compile the model `modality` routes to now (not on the first box); its route, described."""
+        route = self.route(modality)
+        self.pool.get(route.model)
+        return route.describe()
+
+    def check_image(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """The memory guard for set_image, before the frame is decompressed: the array of `shape` and
+        `dtype`, its conversion to uint8 and a margin must fit in the room left; ProtocolError 507 if not."""
+        if self.memory is None:
+            return
+        raw = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        need = raw + peak_bytes(tuple(shape[1:]), dtype) + MISC_BYTES
+        room = self.memory()
+        if room is not None and need > room:
+            raise ProtocolError(507, f"image needs {gib(need)} of memory, {gib(room)} available")
+
+    def open_volume(self, volume: np.ndarray, modality: str) -> EngineVolume:
+        return EngineVolume(volume, self.route(modality), self.cache_bytes)
+
+    def object_of(self, handle: Any, box: BoxPrompt) -> np.ndarray:
+        """The (D, H, W) bool object of `box` on the session's volume (serve.session.BoxEngine)."""
+        volume: EngineVolume = handle
+        route = volume.route
+        axis = box.slice_axis(volume.volume.shape)
+        if axis is None:
+            boxes = volume_box(box)[None]
+            predictor = self._predictor(volume, route, 0, boxes, volume.volume.shape)
+            labels = get_strategy(route.strategy).run(volume.volume, boxes, predictor, route.params)
+            return np.asarray(labels == 1)
+        turned = volume.view(axis)
+        z = box.lows[axis]
+        plane = plane_box(box, axis)
+        # the memory guard sees the widest the object may grow: the box on every slice of the view
+        reach = np.array([[plane[0], plane[1], 0, plane[2], plane[3], turned.shape[0] - 1]])
+        predictor = self._predictor(volume, route, axis, reach, turned.shape)
+        mask = self._slice_segmenter()(turned, plane, z, predictor, route.params)
+        return np.moveaxis(np.asarray(mask, bool), 0, axis)
+
+    def _slice_segmenter(self) -> SliceSegmenter:
+        found = getattr(propagate3d, "segment_from_slice", None)
+        if found is not None:
+            return found
+        if not self._warned_fallback:
+            self._warned_fallback = True
+            log.warning("WARNING: router.strategies.propagate3d.segment_from_slice is missing: a 2D box "
+                        "segments its own slice only")
+        return decode_slice
+
+    def _predictor(self, volume: EngineVolume, route: Route, axis: int, boxes: np.ndarray,
+                   shape: tuple[int, ...]) -> SessionPredictor:
+        """The session's predictor on the route's model for the view of `axis`, with the decoder batch the
+        memory guard allows for `boxes` on a volume of `shape` (ProtocolError 507 when none fits)."""
+        model = self.pool.get(route.model)
+        batch = None
+        if self.memory is not None:
+            try:
+                batch = plan_memory(3, {"imgs": ArrayHeader(tuple(shape), np.dtype(np.uint8))}, boxes, route, model,
+                                    self.memory, "box")
+            except CaseError as error:
+                raise ProtocolError(507, str(error)) from None
+        return SessionPredictor(model, volume.cache, axis, self.locks, batch)
