@@ -8,17 +8,21 @@
   there (an older router), only the box's slice is decoded.
 
 Every session has its own embedding cache (keyed by view axis and slice), so a session's slices are
-encoded once whatever the other sessions do, and a later step can fill it in the background after
-set_image. The compiled model is shared: encoder and decoder calls of all sessions are serialised by
-one lock each (an OpenVINO infer request runs one inference at a time), and a session's predictor
-holds its own current embedding, so sessions interleave call by call, never mid-call.
+encoded once whatever the other sessions do. Right after set_image a background thread fills it with the
+volume's axial slices, nearest the middle first (where a user draws first), as far as the cache's
+budget and the memory left allow; it pauses while any box is being segmented, so an interaction encodes
+what it needs before anything else, waiting at most for the one slice being encoded. The compiled model
+is shared: encoder and decoder calls of all sessions are serialised by one lock each (an OpenVINO infer
+request runs one inference at a time), and a session's predictor holds its own current embedding, so
+sessions interleave call by call, never mid-call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,8 @@ log = logging.getLogger("seg.serve")
 # params) -> (D, H, W) bool: the object from slice z, followed both ways until it ends.
 SliceSegmenter = Callable[[np.ndarray, np.ndarray, int, Any, Any], np.ndarray]
 AXIAL = "axial"  # the view name propagate3d keys a volume's slices by
+# Background encoding stops where less than this would be left: the boxes' own work needs the room.
+BACKGROUND_RESERVE_BYTES = 512 << 20
 
 
 def canonical_modality(name: str) -> str:
@@ -59,6 +65,61 @@ class ModelLocks:
 
     encode: threading.Lock = field(default_factory=threading.Lock)
     decode: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Foreground:
+    """How many boxes are being segmented now, across sessions: background encoding waits for none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with self._idle:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._count -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, stop: threading.Event) -> None:
+        """Return once no box is being segmented (or `stop` is set)."""
+        with self._idle:
+            while self._count and not stop.is_set():
+                self._idle.wait(0.5)
+
+
+class LockedCache(EmbeddingCache):
+    """An EmbeddingCache a session's requests and its background encoder share (one lock per call)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        super().__init__(budget_bytes)
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Embedding | None:
+        with self._lock:
+            return super().get(key)
+
+    def put(self, key: Hashable, item: Embedding) -> None:
+        with self._lock:
+            super().put(key, item)
+
+    def clear(self) -> None:
+        with self._lock:
+            super().clear()
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items
+
+
+def middle_out(depth: int) -> list[int]:
+    """Slice indices 0..depth-1, nearest the middle first: middle, middle+1, middle-1, middle+2, ..."""
+    middle = (depth - 1) // 2
+    return sorted(range(depth), key=lambda z: (abs(z - middle), z < middle))
 
 
 class SessionPredictor:
@@ -114,8 +175,33 @@ class EngineVolume:
 
     def __init__(self, volume: np.ndarray, route: Route, cache_bytes: int) -> None:
         self.volume, self.route = volume, route
-        self.cache = EmbeddingCache(cache_bytes)
+        self.cache = LockedCache(cache_bytes)
         self._turned: tuple[int, np.ndarray] | None = None  # one at a time: each is a copy of the volume
+        self.stopped = threading.Event()
+        self.encoder: threading.Thread | None = None
+
+    def encode_in_background(self, predictor: SessionPredictor, foreground: Foreground, memory: Memory | None) -> None:
+        """Start filling the cache with the axial slices' embeddings, nearest the middle first (a thread)."""
+        self.encoder = threading.Thread(target=self._encode_slices, args=(predictor, foreground, memory),
+                                        name="seg-serve-encoder", daemon=True)
+        self.encoder.start()
+
+    def _encode_slices(self, predictor: SessionPredictor, foreground: Foreground, memory: Memory | None) -> None:
+        room_for: int | None = None  # embeddings the cache holds, known after the first
+        for count, z in enumerate(middle_out(self.volume.shape[0])):
+            foreground.wait_idle(self.stopped)
+            if self.stopped.is_set() or (room_for is not None and count >= room_for):
+                return
+            room = None if memory is None else memory()
+            if room is not None and room < BACKGROUND_RESERVE_BYTES:
+                log.info("background encoding stopped after %d slices: %s of memory left", count, gib(room))
+                return
+            try:
+                embedding = predictor.embedding(self.volume[z], (AXIAL, z))
+            except Exception:  # the volume's boxes still work, encoding what they need themselves
+                log.exception("background encoding failed")
+                return
+            room_for = room_for or max(1, self.cache.budget_bytes // embedding.features.nbytes)
 
     def view(self, axis: int) -> np.ndarray:
         """The volume with `axis` first and the other two in their order, C-contiguous."""
@@ -127,6 +213,7 @@ class EngineVolume:
         return self._turned[1]
 
     def close(self) -> None:
+        self.stopped.set()
         self.cache.clear()
         self._turned = None
 
@@ -147,9 +234,12 @@ class ModelEngine:
     the memory guard's room (None: no guard), `cache_bytes` each session's embedding budget."""
 
     def __init__(self, table: RoutingTable, pool: ModelPool, memory: Memory | None = available_bytes,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, background: bool = True) -> None:
         self.table, self.pool, self.memory, self.cache_bytes = table, pool, memory, cache_bytes
+        self.background = background
         self.locks = ModelLocks()
+        self.foreground = Foreground()
+        self._compiling = threading.Lock()  # ModelPool compiles on first use, from one thread at a time
         self._warned_fallback = False
 
     def route(self, modality: str) -> Route:
@@ -158,8 +248,12 @@ class ModelEngine:
     def warm(self, modality: str) -> str:
         """Compile the model `modality` routes to now (not on the first box); its route, described."""
         route = self.route(modality)
-        self.pool.get(route.model)
+        self._model(route)
         return route.describe()
+
+    def _model(self, route: Route) -> SamPredictor:
+        with self._compiling:
+            return self.pool.get(route.model)
 
     def check_image(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         """The memory guard for set_image, before the frame is decompressed: the array of `shape` and
@@ -173,11 +267,19 @@ class ModelEngine:
             raise ProtocolError(507, f"image needs {gib(need)} of memory, {gib(room)} available")
 
     def open_volume(self, volume: np.ndarray, modality: str) -> EngineVolume:
-        return EngineVolume(volume, self.route(modality), self.cache_bytes)
+        """The session's EngineVolume of a (D, H, W) uint8 volume; its axial slices start encoding now."""
+        opened = EngineVolume(volume, self.route(modality), self.cache_bytes)
+        if self.background:
+            predictor = SessionPredictor(self._model(opened.route), opened.cache, 0, self.locks)
+            opened.encode_in_background(predictor, self.foreground, self.memory)
+        return opened
 
     def object_of(self, handle: Any, box: BoxPrompt) -> np.ndarray:
         """The (D, H, W) bool object of `box` on the session's volume (serve.session.BoxEngine)."""
-        volume: EngineVolume = handle
+        with self.foreground.active():  # background encoding pauses meanwhile
+            return self._object_of(handle, box)
+
+    def _object_of(self, volume: EngineVolume, box: BoxPrompt) -> np.ndarray:
         route = volume.route
         axis = box.slice_axis(volume.volume.shape)
         if axis is None:
@@ -208,7 +310,7 @@ class ModelEngine:
                    shape: tuple[int, ...]) -> SessionPredictor:
         """The session's predictor on the route's model for the view of `axis`, with the decoder batch the
         memory guard allows for `boxes` on a volume of `shape` (ProtocolError 507 when none fits)."""
-        model = self.pool.get(route.model)
+        model = self._model(route)
         batch = None
         if self.memory is not None:
             try:

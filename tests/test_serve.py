@@ -210,3 +210,29 @@ def test_an_idle_lease_expires_with_410(servers: tuple[Server, Server]) -> None:
         nnInteractiveRemoteInferenceSession(short.url).close()  # its slot is free again
     finally:
         client.close()
+
+
+def test_slices_are_encoded_in_the_background_middle_first_and_boxes_reuse_them(ir_dir: Path) -> None:
+    """After set_image the axial slices' embeddings fill the session's cache, nearest the middle first; a box
+    then encodes nothing more."""
+    from router.pipeline import RunConfig
+    from serve.boxes import parse_box
+    from serve.engine import AXIAL, ModelEngine, middle_out
+    from serve.intensity import volume_to_uint8
+
+    segmenter = RunConfig.of(models=ir_dir, threads=2).segmenter()
+    engine = ModelEngine(segmenter.table, segmenter.pool)
+    volume, ellipsoid, _ = scene()
+    opened = engine.open_volume(volume_to_uint8(volume[0]), "CT")
+    try:
+        assert opened.encoder is not None
+        opened.encoder.join(120)
+        assert len(opened.cache) == SHAPE[0]
+        assert middle_out(SHAPE[0])[:3] == [7, 8, 6]
+        model = segmenter.pool.get(opened.route.model)
+        calls = model.encoder_calls
+        mask = engine.object_of(opened, parse_box([[8, 9], [14, 47], [20, 49]], SHAPE))
+        assert dice(mask[8], ellipsoid[8]) > 0.9
+        assert model.encoder_calls == calls and (0, (AXIAL, 8)) in opened.cache
+    finally:
+        opened.close()

@@ -488,3 +488,16 @@ def test_serve_sits_above_router_and_nothing_below_imports_it() -> None:
     below = [ROOT / "predict.py", *sorted((ROOT / "models").rglob("*.py")), *sorted((ROOT / "router").rglob("*.py"))]
     wrong += [f"{path.relative_to(ROOT)} imports serve" for path in below if "serve" in _project_imports(path)]
     assert not wrong, wrong
+
+
+def test_background_encoding_goes_middle_first_and_waits_for_the_boxes() -> None:
+    from serve.engine import Foreground, middle_out
+
+    assert middle_out(5) == [2, 3, 1, 4, 0] and middle_out(4) == [1, 2, 0, 3] and middle_out(1) == [0]
+    foreground, stop, waited = Foreground(), threading.Event(), threading.Event()
+    with foreground.active():
+        waiter = threading.Thread(target=lambda: (foreground.wait_idle(stop), waited.set()))
+        waiter.start()
+        assert not waited.wait(0.3)  # a box is being segmented: the encoder waits
+    assert waited.wait(5)  # and goes on once none is
+    waiter.join()
