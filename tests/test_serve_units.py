@@ -6,9 +6,11 @@ drives the real server with the models."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 import tracemalloc
@@ -19,12 +21,6 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from nnInteractive.inference.remote import (
-    ServerAtCapacityError,
-    SessionExpiredError,
-    nnInteractiveRemoteInferenceSession,
-)
-from nnInteractive.inference.remote.serialization import pack_array, unpack_array
 
 from router.validation import to_uint8
 from serve import frames
@@ -39,6 +35,29 @@ from serve.session import Session
 from tests.helpers import ROOT
 
 KEY = "unit-key"
+
+
+def _client_modules() -> tuple[object, object]:
+    """nninteractive-client's session and serialization modules, imported without torch: the client imports
+    torch where it can (for torch target buffers), and the unit tier imports no torch. Where torch is
+    already loaded, nothing changes."""
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # `import torch` now fails: the client goes on without
+    try:
+        return (importlib.import_module("nnInteractive.inference.remote"),
+                importlib.import_module("nnInteractive.inference.remote.serialization"))
+    finally:
+        if blocked:
+            del sys.modules["torch"]
+
+
+_remote, _serialization = _client_modules()
+nnInteractiveRemoteInferenceSession = _remote.nnInteractiveRemoteInferenceSession
+ServerAtCapacityError = _remote.ServerAtCapacityError
+SessionExpiredError = _remote.SessionExpiredError
+pack_array = _serialization.pack_array
+unpack_array = _serialization.unpack_array
 
 
 def ellipsoid(shape: tuple[int, int, int] = (16, 64, 64)) -> np.ndarray:
@@ -501,3 +520,17 @@ def test_background_encoding_goes_middle_first_and_waits_for_the_boxes() -> None
         assert not waited.wait(0.3)  # a box is being segmented: the encoder waits
     assert waited.wait(5)  # and goes on once none is
     waiter.join()
+
+
+def test_the_memory_guard_refuses_an_image_that_cannot_fit_before_it_is_decompressed(tmp_path: Path) -> None:
+    from models.pool import ModelPool
+    from router.routing import RoutingTable
+    from serve.engine import ModelEngine
+
+    engine = ModelEngine(RoutingTable.load(), ModelPool(tmp_path), memory=lambda: 3 << 30, background=False)
+    engine.check_image((1, 150, 512, 512), np.dtype(np.int16))  # 75 MiB as uploaded: fits in 3 GiB
+    with pytest.raises(ProtocolError, match="needs .* GiB of memory, 3.00 GiB available") as error:
+        engine.check_image((1, 600, 1024, 1024), np.dtype(np.float32))  # 2.3 GiB, and its float64 percentiles
+    assert error.value.status == 507
+    ModelEngine(RoutingTable.load(), ModelPool(tmp_path), memory=None).check_image((1, 10**4, 10**4, 10**4),
+                                                                                     np.dtype(np.float64))
