@@ -233,10 +233,11 @@ def make_app(engine: ServingEngine, config: ServerConfig = ServerConfig()) -> St
             raise ProtocolError(400, f"image must be 4D (C, D, H, W), no axis empty; got shape {list(header.shape)}")
         if header.nbytes > limits.array_bytes:
             raise ProtocolError(413, f"image of {header.nbytes} bytes exceeds the {limits.array_bytes} allowed")
-        engine.check_image(header.shape, header.dtype)
 
         def work(session: Session) -> list[int]:
             nonlocal body
+            session.drop_image()  # the previous image's memory is free for the new one (nnInteractive resets here too)
+            engine.check_image(header.shape, header.dtype)
             image = unpack(body, limits.array_bytes, header)
             body = b""  # the compressed copy goes as soon as the array is there
             volume = volume_to_uint8(image[0])  # one channel: the models see grey images

@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
                     help="seconds without a user action after which a session is given up (410 then)")
     ap.add_argument("--liveness-timeout", type=float, default=60.0,
                     help="seconds without any request, heartbeats included, after which a session is given up")
+    ap.add_argument("--no-background-encoding", action="store_true",
+                    help="do not encode a volume's slices right after set_image (each box then encodes its own)")
     ap.add_argument("--sweep-interval", type=float, default=15.0, help="seconds between sweeps of expired sessions")
     ap.add_argument("--max-body-mb", type=float, default=4096.0, help="largest request body (413 beyond)")
     ap.add_argument("--max-array-mb", type=float, default=16384.0,
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         segmenter = RunConfig.of(models=args.models, threads=args.threads, precision=args.precision,
                                  config=args.config, ov_cache=args.ov_cache).segmenter()
-        engine = ModelEngine(segmenter.table, segmenter.pool)
+        engine = ModelEngine(segmenter.table, segmenter.pool, background=not args.no_background_encoding)
         route = engine.warm(args.modality)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -113,7 +113,7 @@ class Session:
     def set_image(self, shape: Sequence[int], volume: np.ndarray, properties: dict[str, Any]) -> list[int]:
         """Make `volume` ((D, H, W) uint8, made from the uploaded image of (C, D, H, W) `shape`) the session's;
         the target buffer, boxes and undo of the previous image go. Returns the uploaded shape."""
-        self._drop_image()
+        self.drop_image()
         modality = properties.get("modality") if isinstance(properties.get("modality"), str) else None
         self.handle = self.engine.open_volume(volume, modality or self.default_modality)
         self.image_shape = tuple(int(side) for side in shape)
@@ -217,7 +217,8 @@ class Session:
 
     # ---- end -------------------------------------------------------------------------------------------
 
-    def _drop_image(self) -> None:
+    def drop_image(self) -> None:
+        """Forget the image, its embeddings, the target buffer, queued boxes and undo."""
         if self.handle is not None:
             self.handle.close()
         self.handle, self.image_shape, self.target = None, None, None
@@ -227,4 +228,4 @@ class Session:
     def close(self) -> None:
         """Free the volume, its embeddings and the buffer (the lease is gone)."""
         self.closed.set()
-        self._drop_image()
+        self.drop_image()
