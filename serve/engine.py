@@ -133,7 +133,8 @@ class SessionPredictor:
         self._current: Embedding | None = None
 
     def embedding(self, image: np.ndarray, key: Hashable | None) -> Embedding:
-        """`image`'s embedding: from the cache under `key`, else encoded now (and cached under `key`)."""
+        """The embedding of `image` ((H, W) or (H, W, 3) uint8): from the cache under `key`, else encoded now
+        (and cached under `key`; None: not cached)."""
         full_key = (self.namespace, key)
         found = self.cache.get(full_key) if key is not None else None
         if found is None:
@@ -155,9 +156,11 @@ class SessionPredictor:
         self._current = embedding
 
     def predict(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) [x0, y0, x1, y1] boxes -> (N, H, W) bool masks on the current embedding."""
         return self._decode(boxes, scored=False)[0]
 
     def predict_scored(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) boxes -> ((N, H, W) bool masks, (N,) stability scores)."""
         return self._decode(boxes, scored=True)
 
     def _decode(self, boxes: np.ndarray, scored: bool) -> tuple[np.ndarray, np.ndarray]:
