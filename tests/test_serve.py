@@ -147,9 +147,11 @@ def test_negative_box_undo_3d_box_and_initial_segmentation(session: nnInteractiv
     before_negative = buffer.copy()
     assert (before_negative[:, :, :30] > 0).sum() > 50
 
-    # A negative box over the ellipsoid's left part on the same slice: that part goes, the rest stays.
+    # A negative box over the ellipsoid's left part on the same slice: that part goes (on the slice, and
+    # on the slices its object is followed to), the rest stays.
     session.add_bbox_interaction([[8, 9], [14, 47], [20, 33]], include_interaction=False)
-    assert (buffer[:, :, :30] > 0).sum() < 0.2 * (before_negative[:, :, :30] > 0).sum()
+    assert (buffer[8, :, :30] > 0).sum() < 0.2 * (before_negative[8, :, :30] > 0).sum()
+    assert (buffer[:, :, :30] > 0).sum() < 0.7 * (before_negative[:, :, :30] > 0).sum()
     assert (buffer[:, :, 38:] > 0).sum() > 0.8 * (before_negative[:, :, 38:] > 0).sum()
     assert session.undo() and np.array_equal(buffer, before_negative)
 
