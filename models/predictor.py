@@ -191,6 +191,7 @@ class SamPredictor:
         self.decode_batch = decode_batch
         self.largest_decoded_batch = 0  # OpenVINO keeps the buffers of the largest batch run (router.memory)
         self.encoder_calls = 0
+        self.decoder_calls = 0  # decoder infer calls (a call decodes up to decode_batch boxes), for benchmarks
         self.encoder_seconds = 0.0  # time in the encoder (preprocessing included), for benchmarks
         self._embedding: Embedding | None = None
 
@@ -249,6 +250,7 @@ class SamPredictor:
             chunk = prompt_boxes[start : start + step]
             self.largest_decoded_batch = max(self.largest_decoded_batch, len(chunk))
             self._decoder.infer({0: self._embedding.features, 1: np.ascontiguousarray(chunk)}, share_inputs=True)
+            self.decoder_calls += 1
             logits = self._decoder.get_output_tensor(0).data
             if scored:
                 side = logits.shape[-1]

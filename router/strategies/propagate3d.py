@@ -5,8 +5,12 @@ z_min, prompting each slice with the bounding box of the neighbouring slice's ma
 margin, or with the original box where that mask is empty. With `core` > 0 the slices within
 core x half the z range of the middle one are all prompted with the given box (the model
 under-segments, and a box grown from an under-segmented mask shrinks slice after slice); propagation
-takes over beyond, where the object narrows towards its ends. All boxes advance slice by slice
-together, so each slice is encoded once (through the predictor's embedding cache) and decoded in one batch.
+takes over beyond, where the object narrows towards its ends. With `follow`, each slice beyond the
+middle one is decoded with both prompts, the given box and the one grown from the neighbour's mask
+(kept inside the given box), and keeps the steadier mask (SAM's stability score): a 3D box is the union
+of a structure's cross-sections, loose on most slices of a liver or a vessel, tight on a tumour's, and
+the choice is made per box and per slice. All boxes advance slice by slice together, so each slice is
+encoded once (through the predictor's embedding cache) and decoded in one batch.
 """
 
 from __future__ import annotations
@@ -18,9 +22,16 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from models.boxes import grow_box, mask_bbox
+from models.boxes import clip_to_boxes, grow_box, mask_bbox
 from router.casefile import label_dtype
-from router.strategies import BoxPredictor, EmbeddingPredictor, OnSlice, Strategy, StrategyParams
+from router.strategies import (
+    BoxPredictor,
+    EmbeddingPredictor,
+    OnSlice,
+    ScoredBoxPredictor,
+    Strategy,
+    StrategyParams,
+)
 from router.strategies.footprint import EmbeddingRoom, covered, max_overlap, most_active, slice_bytes
 from router.strategies.interpolation import interpolate_masks, mask_dice
 from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes
@@ -142,8 +153,9 @@ class _Propagation:
     """
 
     def __init__(self, volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, view: Hashable,
-                 on_slice: OnSlice | None, core: float, skip: SliceSkip) -> None:
+                 on_slice: OnSlice | None, core: float, skip: SliceSkip, follow: bool = False) -> None:
         self.volume, self.predictor, self.view, self.on_slice, self.skip = volume, predictor, view, on_slice, skip
+        self.follow = follow
         self.shape = volume.shape[1:]
         self.margin = GROW_FRACTION * max(self.shape)
         self.boxes_2d = boxes[:, [0, 1, 3, 4]].astype(np.float64)
@@ -161,17 +173,31 @@ class _Propagation:
         """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` as propagation
         does (the given box in the core); updates `previous`. `embedding`: decode on it instead of slice z's."""
         prompts = np.empty((active.size, 4))
+        followed: list[int] = []  # rows that are also decoded with the given box (follow)
         for row, index in enumerate(active.tolist()):
             if abs(z - self.z_mid[index]) <= self.core_reach[index]:  # the middle slice, and the core around it
                 prompts[row] = self.boxes_2d[index]
                 continue
             prior = previous.get(index) if (upward or index in previous) else self.mid_bbox[index]
-            prompts[row] = self.boxes_2d[index] if prior is None else grow_box(prior, self.margin, self.shape)
+            if prior is None:
+                prompts[row] = self.boxes_2d[index]
+            elif self.follow:
+                prompts[row] = intersect_boxes(grow_box(prior, self.margin, self.shape), self.boxes_2d[index])
+                followed.append(row)
+            else:
+                prompts[row] = grow_box(prior, self.margin, self.shape)
         if embedding is None:
             self.predictor.set_image(self.volume[z], key=(self.view, z))
         else:
             cast(EmbeddingPredictor, self.predictor).set_image_embedding(embedding)
-        masks = self.predictor.predict(prompts)
+        if followed:
+            given = self.boxes_2d[active[followed]]
+            both, stability = cast(ScoredBoxPredictor, self.predictor).predict_scored(np.concatenate([prompts, given]))
+            masks = both[: active.size]
+            steadier = stability[active.size :] > stability[followed]  # the given box's mask is the steadier
+            masks[np.array(followed)[steadier]] = both[active.size :][steadier]
+        else:
+            masks = self.predictor.predict(prompts)
         for row, index in enumerate(active.tolist()):
             previous[index] = mask_bbox(masks[row])
             if upward and z == self.z_mid[index]:
@@ -281,6 +307,7 @@ def propagate_masks(
     on_slice: OnSlice | None = None,
     core: float = 0.0,
     skip: SliceSkip = SliceSkip(),
+    follow: bool = False,
 ) -> Iterator[Yielded]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
@@ -288,15 +315,25 @@ def propagate_masks(
     Each (box, slice) pair is yielded exactly once, all boxes of a slice together. `view` keys the
     predictor's embedding cache. core: slices with |z - z_mid| <= core x (z1 - z0) / 2 are prompted with
     the given box (0: the middle slice only, 1: every slice). skip: which slices may be interpolated
-    (SliceSkip; by default none are).
+    (SliceSkip; by default none are). follow: beyond the core, each box is decoded with the given box
+    and with the neighbour's mask box (inside the given box) and keeps the mask of higher stability
+    (the predictor must be a ScoredBoxPredictor); else with the neighbour's mask box only.
     """
     if len(boxes) == 0:
         return
-    walk = _Propagation(volume, boxes, predictor, view, on_slice, core, skip)
+    walk = _Propagation(volume, boxes, predictor, view, on_slice, core, skip, follow)
     z_mid, z_min, z_max = walk.z_mid, boxes[:, 2], boxes[:, 5]
     # Upward from each box's middle slice (inclusive) to z_max, then downward from z_mid - 1 to z_min.
     yield from walk.sweep(range(z_mid.min(), z_max.max() + 1), lambda z: (z_mid <= z) & (z <= z_max), True)
     yield from walk.sweep(range(z_mid.max() - 1, z_min.min() - 1, -1), lambda z: (z_min <= z) & (z < z_mid), False)
+
+
+def intersect_boxes(box: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """(4,) [x0, y0, x1, y1] `box` cut to the (4,) box `within`; `within` itself where they do not meet."""
+    low, high = np.maximum(box[:2], within[:2]), np.minimum(box[2:], within[2:])
+    if np.any(low > high):
+        return within.astype(np.float64)
+    return np.concatenate([low, high]).astype(np.float64)
 
 
 def propagation_steps(boxes: np.ndarray) -> int:
@@ -318,11 +355,19 @@ class PropagateParams(SkipParams, MaskParams):
     """
 
     core: float = 0.5
+    follow: bool = False
+    stop_overlap: float = 0.5
+    stop_stability: float = 0.6
 
     def __post_init__(self) -> None:
-        """Raise ValueError unless 0 <= core <= 1 and the skip_* fields are valid (SkipParams)."""
+        """Raise ValueError unless 0 <= core <= 1, follow is a bool and the skip_* fields are valid (SkipParams)."""
         if not 0.0 <= self.core <= 1.0:
             raise ValueError(f"core must be in [0, 1], got {self.core}")
+        if not isinstance(self.follow, bool):
+            raise ValueError(f"follow must be true or false, got {self.follow}")
+        for name, share in (("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {share}")
         super().__post_init__()
 
 
@@ -333,11 +378,60 @@ def segment_propagate3d(
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]), by
     propagate_masks with the core and slice skipping of `params`, masks resolved as `params` say (MaskParams)."""
     masks_of = BoxMasks(volume.shape, *box_regions_3d(boxes), params.clip_to_box)
-    sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params.slice_skip())
+    sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params.slice_skip(),
+                            follow=params.follow)
     for z, active, masks in sweep:
         for index, mask in zip(active.tolist(), masks, strict=True):
             masks_of.put_slice(index, z, mask)
     return params.resolve(masks_of, label_dtype(len(boxes)))
+
+
+def continues(previous: np.ndarray, mask: np.ndarray, stability: float, params: PropagateParams) -> bool:
+    """Whether (H, W) bool `mask`, decoded on the slice after `previous`'s, is still the same structure: not
+    empty, at least `params.stop_overlap` of it over `previous` (a structure moves little from slice to slice)
+    and its stability score at least `params.stop_stability` (past a structure's end the model still returns
+    a mask where the prompt points, but one that changes with the threshold)."""
+    area = int(mask.sum())
+    overlap = int(np.count_nonzero(mask & previous))
+    return area > 0 and overlap >= params.stop_overlap * area and stability >= params.stop_stability
+
+
+def segment_from_slice(
+    volume: np.ndarray, box: np.ndarray, z: int, predictor: ScoredBoxPredictor,
+    params: PropagateParams = PropagateParams(), view: Hashable = "axial",
+) -> np.ndarray:
+    """(D, H, W) uint8 volume, a (4,) [x0, y0, x1, y1] inclusive box on slice `z` -> (D, H, W) bool: the object
+    the box prompts on slice z, followed slice by slice both ways until it ends (no z range is given).
+
+    Slice z's mask is kept inside the box; each further slice is prompted with the previous mask's box grown
+    by GROW_FRACTION of the image and keeps its mask inside that prompt; a sweep stops at the first slice
+    whose mask does not `continues` the previous one (params.stop_overlap, params.stop_stability) or at
+    the volume's end. Every
+    slice visited is encoded once (the predictor's cache, keyed (view, slice)).
+    """
+    depth, height, width = volume.shape
+    if not 0 <= z < depth:
+        raise ValueError(f"slice {z} is outside a volume of {depth} slices")
+    shape = (height, width)
+    box = np.clip(np.asarray(box, np.float64).reshape(4), 0, [width - 1, height - 1, width - 1, height - 1])
+    margin = GROW_FRACTION * max(shape)
+    out = np.zeros(volume.shape, bool)
+
+    def decode(at: int, prompt: np.ndarray) -> tuple[np.ndarray, float]:
+        predictor.set_image(volume[at], key=(view, at))
+        masks, stability = cast(ScoredBoxPredictor, predictor).predict_scored(prompt[None])
+        return clip_to_boxes(masks, prompt[None])[0], float(stability[0])
+
+    out[z] = first = decode(z, box)[0]
+    for step in (1, -1):
+        previous, at = first, z + step
+        while 0 <= at < depth and previous.any():
+            mask, stability = decode(at, grow_box(cast(np.ndarray, mask_bbox(previous)), margin, shape))
+            if not continues(previous, mask, stability, params):
+                break
+            out[at] = previous = mask
+            at += step
+    return out
 
 
 def box_regions_3d(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -368,8 +462,9 @@ def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: PropagatePa
 
 
 def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
-    """The boxes active on one slice; counted on all three axes (an upper bound of the axial sweep's)."""
-    return most_active(shape, boxes)
+    """The boxes active on one slice, twice with `follow` (two prompts each); counted on all three axes (an
+    upper bound of the axial sweep's)."""
+    return most_active(shape, boxes) * (2 if params.follow else 1)
 
 
 STRATEGY = Strategy(

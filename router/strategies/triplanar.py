@@ -94,7 +94,8 @@ def segment_triplanar(
     for view, weight in zip(params.views, params.view_weights, strict=True):
         axes = VIEW_AXES[view]
         view_volume = np.ascontiguousarray(volume.transpose(axes))
-        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, params.core, skip)
+        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, params.core, skip,
+                                params.follow)
         for s, active, masks in sweep:
             for index, mask in zip(active, masks, strict=True):
                 low, high = lows[index][list(axes)], highs[index][list(axes)]
