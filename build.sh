@@ -37,7 +37,7 @@ need_space() {  # need_space GIB DIR WHAT
 
 setup() {
   local stamp="$VENV/.requirements.sha256" want
-  want=$(cat requirements.txt requirements-build.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  want=$(cat requirements.txt requirements-build.txt requirements-serve.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
   if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then return; fi
   say "setting up $VENV (pinned build and test dependencies; torch is build-time only)"
   # torch 2.14.1 with the torchvision that timm needs is a CUDA build: about 6.5 GiB in the venv.

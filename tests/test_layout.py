@@ -16,18 +16,20 @@ import pytest
 
 from tests.helpers import ROOT, write_case
 
-PROJECT_PACKAGES = ("predict", "models", "router", "evaluation", "benchmarks", "sample_data", "convert", "tests")
+PROJECT_PACKAGES = ("predict", "models", "router", "serve", "evaluation", "benchmarks", "sample_data", "convert",
+                    "tests")
 # part of the tree -> the project packages it may import (itself included)
 ALLOWED: dict[str, set[str]] = {
     "models": {"models"},
     "models.export": {"models", "sample_data"},  # build time: calibration images
     "router": {"models", "router"},
     "predict": {"models", "router"},
+    "serve": {"models", "router", "serve"},  # the interactive server sits above router/: nothing below imports it
     "sample_data": {"models", "sample_data"},
     "convert": {"models", "router", "convert"},  # host tool: case files, modality names, box geometry
     "evaluation": {"models", "router", "evaluation", "sample_data", "convert"},
     # benchmarks.scale_out times the CLI in-process
-    "benchmarks": {"models", "router", "evaluation", "benchmarks", "sample_data", "convert", "predict"},
+    "benchmarks": {"models", "router", "serve", "evaluation", "benchmarks", "sample_data", "convert", "predict"},
 }
 RUNTIME_BLOCKED = ("torch", "nncf", "timm", "evaluation", "benchmarks", "sample_data", "convert", "SimpleITK", "tests",
                    "matplotlib", "dask", "distributed")  # Dask: only for --scheduler (requirements-dev.txt)
@@ -49,7 +51,7 @@ def _imports(path) -> set[str]:
 
 def _sources() -> list[tuple[str, object]]:
     found = [("predict", ROOT / "predict.py")]
-    for package in ("models", "router", "evaluation", "benchmarks", "sample_data", "convert"):
+    for package in ("models", "router", "serve", "evaluation", "benchmarks", "sample_data", "convert"):
         for path in sorted((ROOT / package).rglob("*.py")):
             module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             found.append((module, path))
@@ -115,7 +117,7 @@ def test_console_scripts_are_installed(script: str) -> None:
 
 
 @pytest.mark.integration  # builds a wheel (setuptools, seconds)
-def test_wheel_holds_the_runtime_evaluation_and_convert_only(tmp_path) -> None:
+def test_wheel_holds_the_runtime_server_evaluation_and_convert_only(tmp_path) -> None:
     """`pip install .` installs no dev tools as top-level packages (benchmarks, sample_data and its npz,
     the torch export); built from a copy, so the checkout gets no build/ or egg-info."""
     import shutil
@@ -126,7 +128,7 @@ def test_wheel_holds_the_runtime_evaluation_and_convert_only(tmp_path) -> None:
     for name in ("pyproject.toml", "predict.py"):
         shutil.copy(ROOT / name, source / name)
     skip = shutil.ignore_patterns("ir", "__pycache__", "*.pyc")
-    for package in ("models", "router", "evaluation", "convert", "benchmarks", "sample_data"):
+    for package in ("models", "router", "serve", "evaluation", "convert", "benchmarks", "sample_data"):
         shutil.copytree(ROOT / package, source / package, ignore=skip)
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                            "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
@@ -134,7 +136,7 @@ def test_wheel_holds_the_runtime_evaluation_and_convert_only(tmp_path) -> None:
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
-    assert top == {"predict.py", "router", "models", "evaluation", "convert"}, top
+    assert top == {"predict.py", "router", "models", "serve", "evaluation", "convert"}, top
     assert "router/routes.toml" in names and "router/strategies/registry.py" in names
     assert not [name for name in names if name.startswith("models/export/")]
 
