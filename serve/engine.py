@@ -22,14 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-import router.strategies.propagate3d as propagate3d
-from models.boxes import clip_to_boxes
 from models.pool import ModelPool
 from models.predictor import DEFAULT_CACHE_BYTES, Embedding, EmbeddingCache, SamPredictor
 from router.casefile import ArrayHeader
@@ -37,6 +35,7 @@ from router.memory import MISC_BYTES, available_bytes, gib
 from router.modality import parse_case_name
 from router.pipeline import Memory, plan_memory
 from router.routing import Route, RoutingTable
+from router.strategies.propagate3d import PropagateParams, segment_from_slice
 from router.strategies.registry import get_strategy
 from router.validation import CaseError
 from serve.boxes import BoxPrompt, plane_box, volume_box
@@ -45,9 +44,6 @@ from serve.protocol import ProtocolError
 
 log = logging.getLogger("seg.serve")
 
-# segment_from_slice(volume (D, H, W) uint8, box (4,) [x0, y0, x1, y1] inclusive on slice z, z, predictor,
-# params) -> (D, H, W) bool: the object from slice z, followed both ways until it ends.
-SliceSegmenter = Callable[[np.ndarray, np.ndarray, int, Any, Any], np.ndarray]
 AXIAL = "axial"  # the view name propagate3d keys a volume's slices by
 # Background encoding stops where less than this would be left: the boxes' own work needs the room.
 BACKGROUND_RESERVE_BYTES = 512 << 20
@@ -221,16 +217,6 @@ class EngineVolume:
         self._turned = None
 
 
-def decode_slice(volume: np.ndarray, box: np.ndarray, z: int, predictor: SessionPredictor, params: Any) -> np.ndarray:
-    """The fallback of segment_from_slice: the box's mask on slice z only, kept inside the box; (D, H, W) bool."""
-    predictor.set_image(volume[z], key=(AXIAL, z))
-    mask = predictor.predict(box[None].astype(np.float64))
-    clip_to_boxes(mask, box[None])
-    out = np.zeros(volume.shape, bool)
-    out[z] = mask[0]
-    return out
-
-
 class ModelEngine:
     """serve.session.BoxEngine on the product's models: `table` routes a session's modality to a model and
     3D strategy, `pool` holds the compiled models (one per model, shared by every session), `memory` is
@@ -243,7 +229,6 @@ class ModelEngine:
         self.locks = ModelLocks()
         self.foreground = Foreground()
         self._compiling = threading.Lock()  # ModelPool compiles on first use, from one thread at a time
-        self._warned_fallback = False
 
     def route(self, modality: str) -> Route:
         return self.table.route(3, canonical_modality(modality), self.pool.available)
@@ -296,18 +281,9 @@ class ModelEngine:
         # the memory guard sees the widest the object may grow: the box on every slice of the view
         reach = np.array([[plane[0], plane[1], 0, plane[2], plane[3], turned.shape[0] - 1]])
         predictor = self._predictor(volume, route, axis, reach, turned.shape)
-        mask = self._slice_segmenter()(turned, plane, z, predictor, route.params)
+        params = route.params if isinstance(route.params, PropagateParams) else PropagateParams()
+        mask = segment_from_slice(turned, plane, z, predictor, params)
         return np.moveaxis(np.asarray(mask, bool), 0, axis)
-
-    def _slice_segmenter(self) -> SliceSegmenter:
-        found = getattr(propagate3d, "segment_from_slice", None)
-        if found is not None:
-            return found
-        if not self._warned_fallback:
-            self._warned_fallback = True
-            log.warning("WARNING: router.strategies.propagate3d.segment_from_slice is missing: a 2D box "
-                        "segments its own slice only")
-        return decode_slice
 
     def _predictor(self, volume: EngineVolume, route: Route, axis: int, boxes: np.ndarray,
                    shape: tuple[int, ...]) -> SessionPredictor:

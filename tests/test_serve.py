@@ -24,7 +24,6 @@ from nnInteractive.inference.remote import (
 )
 from nnInteractive.inference.remote.serialization import pack_array
 
-import router.strategies.propagate3d as propagate3d
 from tests.helpers import ROOT, dice
 
 pytestmark = pytest.mark.integration
@@ -130,8 +129,6 @@ def test_a_2d_box_returns_the_object_on_the_slices_it_spans(session: nnInteracti
     assert changed is not None and changed[0][0] <= 8 < changed[0][1]
     assert dice(buffer[8] > 0, ellipsoid[8]) > 0.9
     assert not (buffer > 0)[:, 48:, :16].any()  # nothing of the cube, which the box never touched
-    if not hasattr(propagate3d, "segment_from_slice"):
-        pytest.xfail("router.strategies.propagate3d.segment_from_slice is not there yet: only the box's slice")
     spanned = [z for z in range(SHAPE[0]) if ellipsoid[z].sum() >= 50]  # the slices the object spans visibly
     for z in spanned:
         assert dice(buffer[z] > 0, ellipsoid[z]) > 0.7, z
