@@ -35,8 +35,20 @@ class Route:
         return f"{text} ({self.note})" if self.note else text
 
 
+def merge_entries(default: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A [modality.X] section over [default]: its keys replace default's, except its strategy parameter
+    tables ([modality.X.<strategy>]), which replace only the parameters they name; the others stay
+    [default.<strategy>]'s."""
+    merged = {**default, **entry}
+    for name in STRATEGIES:
+        if name in default and name in entry:
+            merged[name] = {**default[name], **entry[name]}
+    return merged
+
+
 class RoutingTable:
-    """The parsed routing table; `route(dim, modality, available)` picks a Route."""
+    """The parsed routing table; `route(dim, modality, available)` picks a Route. A modality's section is
+    merged over [default] (merge_entries): its strategy parameter tables override only the keys they name."""
 
     def __init__(self, table: dict[str, Any], source: str = "routes") -> None:
         self.source = source
@@ -77,8 +89,11 @@ class RoutingTable:
             if extra:
                 raise ValueError(f"{where}.{strategy_name} has unknown parameter(s) {sorted(extra)} "
                                  f"(known: {', '.join(known) or 'none'})")
+        # the values as a case of this section runs them ([default] is checked first, on its own)
+        merged = merge_entries(self.default, entry)
+        for strategy_name, strategy in STRATEGIES.items():
             try:
-                strategy.params(**params)
+                strategy.params(**merged.get(strategy_name, {}))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{where}.{strategy_name}: {error}") from error
 
@@ -96,7 +111,7 @@ class RoutingTable:
             entry = self.default
             if modality.startswith(UNKNOWN_PREFIX):
                 notes.append(f"unknown modality '{modality[len(UNKNOWN_PREFIX):]}', default route")
-        merged = {**self.default, **entry}
+        merged = merge_entries(self.default, entry)
         model = fallback_from = merged.get("model", FALLBACK_MODEL)
         if available is not None and model not in available:
             notes.append(f"{model} not built, fell back to {FALLBACK_MODEL}")

@@ -127,3 +127,22 @@ def test_strategy_parameters_inherit_from_default(tmp_path):
                       '[modality.PET]\nmodel = "litemedsam"\n')
     route = RoutingTable.load(config).route(3, "PET", {"litemedsam"})
     assert (route.strategy, route.params) == ("triplanar_vote", TriplanarParams(min_votes=3.0))
+
+
+def test_a_modality_parameter_table_overrides_only_the_keys_it_names(tmp_path):
+    """[modality.MR.propagate] setting one key keeps [default.propagate]'s other values (a deep merge)."""
+    config = tmp_path / "routes.toml"
+    config.write_text("[default.propagate]\ncore = 0.25\nskip_step = 2\nskip_dice = 0.9\n"
+                      "[modality.MR.propagate]\nskip_step = 1\n")
+    table = RoutingTable.load(config)
+    assert table.route(3, "MR").params == PropagateParams(core=0.25, skip_step=1, skip_dice=0.9)
+    assert table.route(3, "CT").params == PropagateParams(core=0.25, skip_step=2, skip_dice=0.9)
+
+
+def test_merged_parameters_are_checked_on_load(tmp_path):
+    """Values each valid on their own but not together, one from [default], one from the modality's table."""
+    config = tmp_path / "routes.toml"
+    config.write_text('[default.triplanar_vote]\nviews = ["axial", "coronal"]\n[modality.PET]\n'
+                      'strategy_3d = "triplanar_vote"\n[modality.PET.triplanar_vote]\nmin_votes = 3.0\n')
+    with pytest.raises(ValueError, match=r"\[modality.PET\].triplanar_vote: .*can never be reached"):
+        RoutingTable.load(config)
