@@ -67,8 +67,7 @@ def segment_task(path: str, output: str, settings: RunConfig) -> CaseOutcome:
             Path(path), Path(output), on_route=lambda case, route: found.extend(route_warnings(case, route)))
     except Exception as error:  # one broken case must not stop the others
         return CaseOutcome(name, None, error_line(name, error), tuple(found))
-    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found), result.route.describe(),
-                       result.precision)
+    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found), result.route, result.precision)
 
 
 class DaskBackend:

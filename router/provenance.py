@@ -2,9 +2,10 @@
 
 The project's version (and git commit in a checkout), OpenVINO's version, the CPU and the precision each
 model runs in (`auto`'s choice), the routing table (its text and hash), the IR files' hashes, the run's
-arguments and, per case, its route and precision. Rewritten whole (atomically) after every case, like
-efficiency.csv, so a run stopped anywhere leaves a whole file; `--continue-prediction` keeps the cases of
-the earlier file that it skips, and each `--num-parts` part writes its own run.<K>.json.
+arguments and, per case, its route (model, strategy and every parameter value it ran with) and precision.
+Rewritten whole (atomically) after every case, like efficiency.csv, so a run stopped anywhere leaves a whole
+file; `--continue-prediction` keeps the cases of the earlier file that it skips, and each `--num-parts` part
+writes its own run.<K>.json.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from models.pool import ModelPool
 from models.registry import get_spec
 from router.caserows import CaseRows
 from router.parts import part_file_name
-from router.routing import DEFAULT_ROUTES
+from router.routing import DEFAULT_ROUTES, Route
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,22 +92,25 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
     }
 
 
-class RunRecord(CaseRows[dict[str, str]]):
+class RunRecord(CaseRows[dict[str, Any]]):
     """The run.json at `path` (router.caserows.CaseRows): `facts` (run_facts) and per case its route and
     precision (`entry`); an empty entry for a case skipped as done that the earlier file did not hold."""
 
-    missing: dict[str, str] = {}
+    missing: dict[str, Any] = {}
 
     def __init__(self, path: Path, facts: dict[str, Any], resume: bool = False) -> None:
         self.facts = facts
         super().__init__(path, resume)
 
     @staticmethod
-    def entry(route: str, precision: str) -> dict[str, str]:
-        """A case's row: the route it took and the precision its model ran in."""
-        return {"route": route, "precision": precision}
+    def entry(route: Route, precision: str) -> dict[str, Any]:
+        """A case's row: the route it took (as its line says it, then the model that ran, the strategy and every
+        value of the strategy's parameters, the routing table's merged over their defaults) and the precision its
+        model ran in."""
+        return {"route": route.describe(), "precision": precision, "model": route.model, "strategy": route.strategy,
+                "params": asdict(route.params)}
 
-    def read_earlier(self) -> dict[str, dict[str, str]]:
+    def read_earlier(self) -> dict[str, dict[str, Any]]:
         try:
             cases = json.loads(self.path.read_text()).get("cases", {})
         except (OSError, ValueError, AttributeError):

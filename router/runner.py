@@ -39,13 +39,13 @@ Warn = Callable[[str, str], None]
 class CaseOutcome:
     """What a back-end reports for one case: its file name, the seconds (None when it failed), its summary
     or error line, the (key, warning) pairs it has not reported through `warn` (a Dask task's), and the
-    route and precision it ran with (empty when it failed)."""
+    route and precision it ran with (None and empty when it failed)."""
 
     file_name: str
     seconds: float | None
     line: str
     warnings: tuple[tuple[str, str], ...] = ()
-    route: str = ""
+    route: Route | None = None
     precision: str = ""
 
 
@@ -96,8 +96,7 @@ class LocalBackend:
             except Exception as error:  # one broken case must not stop the others
                 yield CaseOutcome(path.name, None, error_line(path.name, error))
                 continue
-            yield CaseOutcome(path.name, result.seconds, summary_line(result), (), result.route.describe(),
-                              result.precision)
+            yield CaseOutcome(path.name, result.seconds, summary_line(result), (), result.route, result.precision)
 
 
 def list_cases(folder: Path, num_parts: int = 1, part_id: int = 0) -> list[Path]:
@@ -172,7 +171,7 @@ def run_cases(
                     bar.update()
                     for key, warning in outcome.warnings:
                         warn(key, warning)
-                    if outcome.seconds is None:
+                    if outcome.seconds is None or outcome.route is None:
                         failed += 1
                         log.error("%s", outcome.line)
                         continue

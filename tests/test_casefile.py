@@ -133,6 +133,10 @@ def test_run_record_says_what_made_the_outputs_and_survives_a_resume(tmp_path, i
 
     from models.pool import ModelPool
     from router.provenance import RunRecord, run_facts
+    from router.routing import RoutingTable
+
+    table = RoutingTable.load()
+    image2d, propagate = table.route(2, "CT"), table.route(3, "CT")
 
     pool = ModelPool(ir_dir, 1, "fp32")
     facts = run_facts(pool, None, {"threads": 1})
@@ -142,12 +146,14 @@ def test_run_record_says_what_made_the_outputs_and_survives_a_resume(tmp_path, i
     path = tmp_path / "run.json"
     (tmp_path / ".run.json.k1ll3d.tmp").write_text("{")  # a kill during a write
     record = RunRecord(path, facts)
-    record.record("a", RunRecord.entry("litemedsam/image2d", "fp32"))
-    record.record("b", RunRecord.entry("litemedsam/propagate", "fp32"))
+    record.record("a", RunRecord.entry(image2d, "fp32"))
+    record.record("b", RunRecord.entry(propagate, "fp32"))
     assert not (tmp_path / ".run.json.k1ll3d.tmp").exists()
     resumed = RunRecord(path, facts, resume=True)
     resumed.keep_earlier("a")
-    resumed.record("c", RunRecord.entry("litemedsam/propagate", "fp32"))
+    resumed.record("c", RunRecord.entry(propagate, "fp32"))
     cases = json.loads(path.read_text())["cases"]
-    assert cases == {"a": {"route": "litemedsam/image2d", "precision": "fp32"},
-                     "c": {"route": "litemedsam/propagate", "precision": "fp32"}}
+    assert sorted(cases) == ["a", "c"]
+    assert {name: (case["route"], case["precision"]) for name, case in cases.items()} == {
+        "a": ("litemedsam/image2d", "fp32"), "c": ("litemedsam/propagate", "fp32")}
+    assert cases["c"]["params"]["skip_step"] == propagate.params.skip_step and cases["a"]["strategy"] == "image2d"

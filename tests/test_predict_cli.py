@@ -179,3 +179,45 @@ def test_no_progress_bars_in_logs(tmp_path, ir_dir):
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "slice/s" not in done.stderr
     assert "3DBox_CT_bar" in done.stderr and "done: 1 case(s) written" in done.stderr
+
+
+def test_run_json_holds_the_parameters_each_case_ran_with(tmp_path, capsys, monkeypatch, ir_dir):
+    """run.json's per-case route (model, strategy, every parameter) is what the strategy was handed, here with a
+    --config table that changes one parameter of one modality (the others stay [default.propagate]'s)."""
+    import dataclasses
+    import json
+
+    import router.pipeline
+    from router.strategies.propagate3d import PropagateParams
+
+    ran_with: dict[str, object] = {}
+    real_get_strategy = router.pipeline.get_strategy
+
+    def spying_get_strategy(name: str):
+        strategy = real_get_strategy(name)
+
+        def run(image, boxes, predictor, params, on_slice=None):
+            ran_with[name] = params
+            return strategy.run(image, boxes, predictor, params, on_slice)
+
+        return dataclasses.replace(strategy, run=run)
+
+    monkeypatch.setattr(router.pipeline, "get_strategy", spying_get_strategy)
+    routes = (ROOT / "router" / "routes.toml").read_text()
+    config = tmp_path / "routes.toml"
+    config.write_text(routes + "\n[modality.MR.propagate]\nskip_step = 2\n")
+    volume, mask = blob_volume(shape=(12, 64, 64), centre=(6, 30, 32), radii=(3, 12, 10))
+    write_case(tmp_path / "in" / "3DBox_MR_a.npz", imgs=volume, boxes=tight_box3d(mask)[None],
+               spacing=np.array([1.0, 1.0, 3.0]))
+    write_case(tmp_path / "in" / "2DBox_Endoscopy_b.npz", **good_2d(np.random.default_rng(3)))
+    status = predict.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress", "--threads", "2",
+                           "--config", str(config)])
+    assert status == 0, capsys.readouterr().err
+    cases = json.loads((tmp_path / "out" / "run.json").read_text())["cases"]
+    mr, endoscopy = cases["3DBox_MR_a"], cases["2DBox_Endoscopy_b"]
+    assert (mr["route"], mr["model"], mr["strategy"]) == ("litemedsam/propagate", "litemedsam", "propagate")
+    assert (endoscopy["model"], endoscopy["strategy"]) == ("litemedsam", "image2d")
+    assert mr["params"] == json.loads(json.dumps(dataclasses.asdict(ran_with["propagate"])))
+    assert endoscopy["params"] == json.loads(json.dumps(dataclasses.asdict(ran_with["image2d"])))
+    assert ran_with["propagate"] == PropagateParams(skip_step=2)  # the one changed value, the others as shipped
+    assert mr["params"]["skip_step"] == 2 and mr["params"]["core"] == PropagateParams().core
