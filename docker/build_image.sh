@@ -5,13 +5,13 @@
 #      that this machine runs its binaries through QEMU (docker/ensure_binfmt.sh)
 #   2. make sure a Python 3.11 base image exists for the platform (docker/make_base_image.sh)
 #   3. fill the platform's wheelhouse (docker/wheelhouse/ for amd64, docker/wheelhouse-arm64/ for arm64)
-#      with the runtime wheels of requirements.txt (pip download on the host, Linux / CPython 3.11
-#      binary wheels for the platform only; skipped while requirements.txt is unchanged, so a second
-#      build needs no network at all)
+#      with the runtime wheels of requirements.txt and docker/requirements-serve.txt (seg-serve's) (pip
+#      download on the host, Linux / CPython 3.11 binary wheels for the platform only; skipped while both
+#      files are unchanged, so a second build needs no network at all)
 #   4. docker build --platform P --network none -f docker/Dockerfile -t IMAGE .
 # Usage: build_image.sh [--platform linux/amd64|linux/arm64]   (default: this machine's platform)
 # The build context is cut down by .dockerignore to predict.py, router/, models/ (without
-# models/export), docker/predict.sh and docker/wheelhouse/.
+# models/export), serve/, docker/predict.sh, docker/serve.sh and docker/wheelhouse/.
 #
 # Env: PLATFORM (as --platform), IMAGE (default seg:latest, or seg:arm64 for arm64 on an amd64 host), BASE_IMAGE (see make_base_image.sh), PYTHON (host python with
 #      pip; default .venv/bin/python, else python3), SEG_ALLOW_NO_IR=1 to build without models/ir,
@@ -51,7 +51,7 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 
-for f in predict.py requirements.txt docker/Dockerfile docker/predict.sh; do
+for f in predict.py requirements.txt docker/requirements-serve.txt docker/Dockerfile docker/predict.sh docker/serve.sh; do
     [ -f "$f" ] || { log "missing $f"; exit 1; }
 done
 if ! ls models/ir/*.xml >/dev/null 2>&1; then
@@ -78,7 +78,7 @@ platforms=()
 for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_$PIP_ARCH"); done
 platforms+=(--platform "manylinux2014_$PIP_ARCH")
 if [ "$PIP_ARCH" = x86_64 ]; then platforms+=(--platform manylinux2010_x86_64 --platform manylinux1_x86_64); fi
-stamp="$( (cat requirements.txt; echo "${platforms[*]}") | sha256sum | cut -d' ' -f1)"
+stamp="$( (cat requirements.txt docker/requirements-serve.txt; echo "${platforms[*]}") | sha256sum | cut -d' ' -f1)"
 if [ -f "$WHEELHOUSE/.stamp" ] && [ "$(cat "$WHEELHOUSE/.stamp")" = "$stamp" ] \
     && ls "$WHEELHOUSE"/pip-*.whl >/dev/null 2>&1; then
     log "wheelhouse $WHEELHOUSE is up to date (no download)"
@@ -89,8 +89,9 @@ else
     # pip itself (run from its wheel inside the build) comes along; it never reaches the image.
     "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --python-version 3.11 --implementation cp "${platforms[@]}" \
-        -r requirements.txt pip -d "$tmp"
+        -r requirements.txt -r docker/requirements-serve.txt pip -d "$tmp"
     cp requirements.txt "$tmp/requirements.txt"
+    cp docker/requirements-serve.txt "$tmp/requirements-serve.txt"
     echo '*' >"$tmp/.gitignore"   # never commit the wheelhouse
     echo "$stamp" >"$tmp/.stamp"
     rm -rf "$WHEELHOUSE"

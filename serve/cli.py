@@ -22,6 +22,7 @@ from models.registry import PRECISIONS
 
 log = logging.getLogger("seg.serve")
 API_KEY_ENV = "SEG_SERVE_API_KEY"
+CONTAINER_ENV = "SEG_SERVE_CONTAINER"  # "1": run by the Docker image's `serve` (docker/serve.sh)
 MIB = 1 << 20
 
 
@@ -67,10 +68,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def exposure_warning(host: str, api_key: str | None) -> str | None:
-    """The warning for listening beyond loopback without a key; None when there is nothing to warn of."""
+def exposure_warning(host: str, api_key: str | None, container: bool = False) -> str | None:
+    """The warning for listening beyond loopback without a key; None when there is nothing to warn of.
+    `container`: seg-serve runs in the Docker image (its `serve` command), where it must listen on every
+    interface of the container and `docker run -p` decides who reaches it."""
     if api_key or is_loopback(host):
         return None
+    if container:
+        return ("WARNING: seg-serve listens on every interface of its container without --api-key: anyone who "
+                "reaches the published port can upload images and run the models; publish it on this machine "
+                "only (docker run -p 127.0.0.1:1527:1527 ...) or give --api-key (or -e " + API_KEY_ENV + "=...)")
     return (f"WARNING: seg-serve listens on {host} without --api-key: anyone who reaches this port can upload "
             "images and run the models; give --api-key (or $" + API_KEY_ENV + ") or bind to 127.0.0.1")
 
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if value <= 0:
             print(f"error: {name} must be positive, got {value}", file=sys.stderr)
             return 2
-    if (warning := exposure_warning(args.host, args.api_key)) is not None:
+    if (warning := exposure_warning(args.host, args.api_key, os.environ.get(CONTAINER_ENV) == "1")) is not None:
         print(warning, file=sys.stderr)
 
     # Imported here: --help and the checks above answer without OpenVINO or the web server loaded.

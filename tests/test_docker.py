@@ -26,7 +26,10 @@ pytestmark = pytest.mark.docker
 
 SEG_IMAGE = os.environ.get("SEG_TEST_IMAGE", "seg:latest")  # another image to test, e.g. a branch build
 TINY_IMAGE = "seg-time-eval-test:latest"
-MAX_IMAGE_MB = 300  # docs/results.md, "Start-up and image size"
+# docs/results.md, "Start-up and image size". 300 until seg-serve went into the image (`seg:latest serve`): its
+# starlette, uvicorn and blosc2 3.12 with their dependencies (docker/requirements-serve.txt, the lightest set
+# found) took it from 294 to 313 MB (2026-12-07); 320 keeps the headroom 300 had.
+MAX_IMAGE_MB = 320
 
 
 def _docker_client() -> tuple[Any, str]:

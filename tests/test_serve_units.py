@@ -481,6 +481,8 @@ def test_listening_beyond_loopback_without_a_key_warns() -> None:
     assert exposure_warning("127.0.0.1", None) is None and exposure_warning("0.0.0.0", "k") is None
     warning = exposure_warning("0.0.0.0", None)
     assert warning is not None and warning.startswith("WARNING") and "--api-key" in warning
+    in_image = exposure_warning("0.0.0.0", None, container=True)  # the image's `serve` (docker/serve.sh)
+    assert in_image is not None and "-p 127.0.0.1:1527:1527" in in_image and "--api-key" in in_image
 
 
 def test_bad_arguments_stop_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
