@@ -55,7 +55,6 @@ import math
 import os
 import sys
 import warnings
-import zipfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -77,18 +76,12 @@ from surface_distance import (  # noqa: E402 (must follow the NumPy alias shim a
 )
 from tqdm import tqdm  # noqa: E402
 
+from evaluation.common import NOT_SCORED, READ_ERRORS, log  # noqa: E402
 from router.modality import CaseNameError, parse_case_name  # noqa: E402 (importable as a script: build.sh installs the project)
-
-log = logging.getLogger("compute_metrics")
 
 SPACING_ORDERS = ("official", "zyx")
 DSC_THRESHOLD_FOR_NSD = 0.2  # challenge rule: NSD only where the case mean DSC is above this
 CSV_COLUMNS = ("case", "modality", "shape", "DSC", "NSD", "status", "note")
-# Statuses excluded from the means (a GT problem); the prediction problems ("missing", "unreadable",
-# "no_segs_key", "wrong_shape", "error") score 0 instead.
-NOT_SCORED = ("gt_unreadable", "empty_gt")
-# What np.load raises on a missing, truncated, non-zip or pickled (allow_pickle=False) file.
-READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
 @contextmanager
@@ -252,15 +245,6 @@ def _load_key(path: Path, key: str) -> tuple[np.ndarray, np.ndarray | None]:
         if key not in npz.files:
             raise KeyError(key)
         return npz[key], (npz["spacing"] if "spacing" in npz.files else None)
-
-
-def _load_optional(path: Path, key: str) -> np.ndarray | None:
-    """``key`` of an ``.npz``, or None if the file or the key is missing or unreadable (plots, NIfTI export)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return npz[key] if key in npz.files else None
-    except READ_ERRORS:
-        return None
 
 
 def score_file(gt_path: Path, seg_path: Path, spacing_order: str = "official", tolerance: float = 2.0) -> dict:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convert.io import Geometry, write_image
-from evaluation.compute_metrics import _load_optional
+from evaluation.common import load_optional
 
 
 def save_nifti(rows: Sequence[dict], segs_dir: Path, gts_dir: Path, out_dir: Path,
@@ -39,12 +39,12 @@ def save_nifti(rows: Sequence[dict], segs_dir: Path, gts_dir: Path, out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for r in rows:
-        gt, spacing = (_load_optional(gts_dir / r["case"], k) for k in ("gts", "spacing"))
+        gt, spacing = (load_optional(gts_dir / r["case"], k) for k in ("gts", "spacing"))
         if gt is None or gt.ndim != 3:
             continue
-        volumes = {"gt": gt, "seg": _load_optional(segs_dir / r["case"], "segs")}
+        volumes = {"gt": gt, "seg": load_optional(segs_dir / r["case"], "segs")}
         if images_dir is not None:
-            volumes["img"] = _load_optional(images_dir / r["case"], "imgs")
+            volumes["img"] = load_optional(images_dir / r["case"], "imgs")
         for kind, vol in volumes.items():
             if vol is None or vol.shape != gt.shape:
                 continue

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.compute_metrics import NOT_SCORED, _load_optional, log
+from evaluation.common import NOT_SCORED, load_optional, log
 
 
 def plot_per_modality(summary: dict[str, Any], out_png: Path) -> None:
@@ -114,14 +114,14 @@ def make_plots(rows: Sequence[dict], summary: dict[str, Any], plots_dir: Path, s
     scored = [r for r in rows if r["status"] not in NOT_SCORED]
     for modality in sorted({r["modality"] for r in scored}):
         worst = min((r for r in scored if r["modality"] == modality), key=lambda r: (r["DSC"], r["NSD"], r["case"]))
-        image = _load_optional(images_dir / worst["case"], "imgs")
-        gt = _load_optional(gts_dir / worst["case"], "gts")
+        image = load_optional(images_dir / worst["case"], "imgs")
+        gt = load_optional(gts_dir / worst["case"], "gts")
         if image is None or gt is None or image.shape[: gt.ndim] != gt.shape:
             log.warning("no usable image for %s, overlay skipped", worst["case"])
             continue
-        seg = _load_optional(segs_dir / worst["case"], "segs")
+        seg = load_optional(segs_dir / worst["case"], "segs")
         seg = seg if seg is not None and seg.shape == gt.shape else None
-        boxes = _load_optional(images_dir / worst["case"], "boxes")
+        boxes = load_optional(images_dir / worst["case"], "boxes")
         written.append(plots_dir / f"worst_{modality}_{Path(worst['case']).stem}.png")
         plot_overlay(worst, image, gt, seg, boxes, written[-1])
     return written

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "router": {"models", "router"},
     "predict": {"models", "router"},
     "serve": {"models", "router", "serve"},  # the interactive server sits above router/: nothing below imports it
-    "sample_data": {"models", "sample_data"},
+    "sample_data": {"sample_data"},  # numpy only: models/export/ imports it (calibration slices)
     "convert": {"models", "router", "convert"},  # host tool: case files, modality names, box geometry
     "evaluation": {"models", "router", "evaluation", "sample_data", "convert"},
     # benchmarks.scale_out times the CLI in-process
@@ -66,6 +66,66 @@ def test_no_import_runs_upward() -> None:
             if imported not in ALLOWED[part]:
                 wrong.append(f"{module} imports {imported}")
     assert not wrong, wrong
+
+
+def _module_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules (files) `path` imports, anywhere in it: `from a.b import c` is a.b.c where that is a
+    module, else a.b; `import a.b` is a.b."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in modules else node.module)
+    return {name for name in found if name in modules}
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (or a node importing itself), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm (the graph is small: recursion is fine)
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(edges.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in edges.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_import_cycle_between_files_or_top_level_folders() -> None:
+    """No circle in the import graph (imports inside functions count): between the project's files, and between
+    its top-level parts (models/ with its export/: sample_data/ may not import models/ while models/export/
+    imports sample_data/)."""
+    paths = {module.removesuffix(".__init__"): Path(path) for module, path in _sources()}
+    files = {module: _module_imports(path, set(paths)) - {module} for module, path in paths.items()}
+    folders: dict[str, set[str]] = {}
+    for module, imported in files.items():
+        top = module.split(".")[0]
+        folders.setdefault(top, set()).update({name.split(".")[0] for name in imported} - {top})
+    assert not _cycles(files), _cycles(files)
+    assert not _cycles(folders), _cycles(folders)
 
 
 def test_runtime_works_with_dev_code_and_torch_blocked(tmp_path, ir_dir) -> None:

@@ -1,11 +1,13 @@
-"""The shipped sarcoma slices (sample_data/sarcoma.py) and how they are cut from a volume."""
+"""The shipped sarcoma slices (sample_data/sarcoma.py) and how they are cut from a volume
+(models/export/sarcoma_slices.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from models.boxes import mask_bbox
-from sample_data.sarcoma import AXIAL_FRACTIONS, PATIENTS, sarcoma_slices, slices_of_volume
+from models.export.sarcoma_slices import AXIAL_FRACTIONS, slices_of_volume
+from sample_data.sarcoma import PATIENTS, sarcoma_slices
 from sample_data.synthetic import ellipsoid
 
 
