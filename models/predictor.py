@@ -206,8 +206,10 @@ class SamPredictor:
         self.encoder_seconds += time.perf_counter() - start
         return Embedding(features, image.shape[:2])
 
-    def set_image(self, image: np.ndarray, key: Hashable | None = None) -> None:
-        """Make `image` the current one; with a `key`, reuse or fill the embedding cache."""
+    def set_image(self, image: np.ndarray, *, key: Hashable | None = None) -> None:
+        """Make `image` the current one; with a `key`, reuse or fill the embedding cache. `key` is keyword-only:
+        SAM's second positional argument is `image_format`, and code ported from SAM that passes "RGB" there
+        must fail rather than key the cache on it."""
         embedding = self.cache.get(key) if key is not None else None
         if embedding is None:
             embedding = self.encode(image)

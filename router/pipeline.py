@@ -73,8 +73,8 @@ class Decoding:
     predictor: SamPredictor
     batch: int | None = None
 
-    def set_image(self, image: np.ndarray, key: Hashable | None = None) -> None:
-        self.predictor.set_image(image, key)
+    def set_image(self, image: np.ndarray, *, key: Hashable | None = None) -> None:
+        self.predictor.set_image(image, key=key)
 
     def get_image_embedding(self) -> Embedding:
         return self.predictor.get_image_embedding()

@@ -19,7 +19,7 @@ class BoxFillingPredictor:
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
 
-    def set_image(self, image, key=None):
+    def set_image(self, image, *, key=None):
         pass
 
     def predict(self, boxes):

@@ -82,7 +82,7 @@ class BoxFilling:
     def reset(self) -> None:
         self.shape = (0, 0)
 
-    def set_image(self, image: np.ndarray, key=None) -> None:
+    def set_image(self, image: np.ndarray, *, key=None) -> None:
         self.shape = image.shape[:2]
 
     def predict(self, boxes: np.ndarray, batch: int | None = None) -> np.ndarray:
@@ -135,3 +135,16 @@ def test_the_guard_refuses_a_bomb_from_its_header_before_loading_it(tmp_path, mo
     with pytest.raises(CaseError, match=r"needs \d+\.\d\d GiB of memory, 7\.00 GiB available"):
         segment_file(path, RoutingTable.load(), pool, memory=lambda: 7 * GIB)
     assert len(opened) == 1, opened
+
+
+def test_set_image_takes_its_key_by_keyword_only():
+    """SAM's set_image(image, image_format): a call ported from SAM, set_image(image, "RGB"), must fail
+    rather than key the embedding cache on "RGB" (the predictor, the strategies' view of it, their protocol)."""
+    import inspect
+
+    from models.predictor import SamPredictor
+    from router.pipeline import Decoding
+    from router.strategies import BoxPredictor
+
+    for owner in (SamPredictor, Decoding, BoxPredictor):
+        assert inspect.signature(owner.set_image).parameters["key"].kind is inspect.Parameter.KEYWORD_ONLY, owner

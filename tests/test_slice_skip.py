@@ -67,7 +67,7 @@ class EllipsePredictor:
         self.encoded: list = []
         self.image = np.zeros((1, 1), np.uint8)
 
-    def set_image(self, image: np.ndarray, key=None) -> None:
+    def set_image(self, image: np.ndarray, *, key=None) -> None:
         if key not in self.encoded:
             self.encoded.append(key)
         self.image = image

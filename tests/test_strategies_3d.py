@@ -24,9 +24,9 @@ class CountingPredictor:
         self.keys: list = []
         self.prompts: list[np.ndarray] = []
 
-    def set_image(self, image, key=None):
+    def set_image(self, image, *, key=None):
         calls = self.predictor.encoder_calls
-        self.predictor.set_image(image, key)
+        self.predictor.set_image(image, key=key)
         if self.predictor.encoder_calls > calls:
             self.keys.append(key)
 
@@ -190,7 +190,7 @@ def test_triplanar_keeps_voxels_with_enough_votes_and_gives_contested_ones_to_th
         def __init__(self, axial_only):
             self.view, self.axial_only = None, axial_only
 
-        def set_image(self, image, key=None):
+        def set_image(self, image, *, key=None):
             self.view = key[0]
 
         def predict(self, boxes):
