@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+import router  # noqa: F401 (first: its guard refuses a user's own `models` package before ours is imported)
 from models.hardware import cpu_budget
 from models.predictor import DEFAULT_CACHE_BYTES
 from models.registry import FALLBACK_MODEL, PRECISIONS

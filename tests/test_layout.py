@@ -217,10 +217,14 @@ def test_a_users_own_models_package_is_refused_in_one_line(tmp_path: Path) -> No
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "__init__.py").write_text("# the user's own models\n")
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", "from router.pipeline import Segmenter"], cwd=tmp_path,
-                          env=environment, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert "seg needs its own 'models' package" in done.stderr.strip().splitlines()[-1]
+    for entry in ("from router.pipeline import Segmenter", "import predict"):  # the library's entry, the CLI's
+        # refused before any module is loaded into their package (an editable install's finder would add ours)
+        code = (f"import sys\ntry:\n    {entry}\nexcept ImportError:\n"
+                "    print(sorted(m for m in sys.modules if m.startswith('models.')))\n    raise\n")
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1 and done.stdout.strip() == "[]", (entry, done.stdout, done.stderr)
+        assert "seg needs its own 'models' package" in done.stderr.strip().splitlines()[-1], (entry, done.stderr)
     fine = subprocess.run([sys.executable, "-c", "from router.pipeline import Segmenter"], cwd=ROOT,
                           env=environment, capture_output=True, text=True, timeout=120)
     assert fine.returncode == 0, fine.stderr

@@ -1,5 +1,6 @@
-"""2D strategy: one encoder pass per image, all boxes decoded in batches; small boxes whose masks are
-doubtful decoded again in zoomed crops (router.strategies.zoom), a few encoder passes more.
+"""2D strategy: one encoder pass per image, all boxes decoded (handed to the predictor BOX_BATCH at a time, which
+decodes them its own decoder batch at a time); small boxes whose masks are doubtful decoded again in zoomed
+crops (router.strategies.zoom), a few encoder passes more.
 
 Image2dParams' defaults are what router/routes.toml ships; measured: docs/results.md, "Zoom only where in doubt".
 """
@@ -17,6 +18,8 @@ from router.strategies.footprint import EmbeddingRoom, slice_bytes
 from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes
 from router.strategies.zoom import plan_windows, small_boxes
 
+# Boxes per predict() call: bounds the masks held at once (an image may carry hundreds of boxes). The decoder
+# itself runs the predictor's batch (models.predictor.DEFAULT_DECODE_BATCH, or the memory guard's smaller one).
 BOX_BATCH = 64
 WHOLE_IMAGE = "image"  # the embedding cache's key of the whole image: its masks may be decoded twice
 
@@ -72,7 +75,7 @@ def segment_image2d(
     small = small_boxes(boxes, image.shape[:2], params.zoom_below)
     zoomed = np.zeros(len(boxes), bool)
     predictor.set_image(image, key=WHOLE_IMAGE)
-    for start in range(0, len(boxes), BOX_BATCH):  # batches bound memory: an image may carry hundreds of boxes
+    for start in range(0, len(boxes), BOX_BATCH):
         chunk = np.arange(start, min(start + BOX_BATCH, len(boxes)))
         masks, stability = predictor.predict_scored(boxes[chunk])
         zoomed[chunk] = small[chunk] & (stability < params.zoom_stability)
@@ -124,7 +127,8 @@ def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dPara
 
 
 def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams) -> int:
-    """Boxes are decoded BOX_BATCH at a time."""
+    """Boxes are handed to predict() BOX_BATCH at a time (router/memory.py takes the smaller of this and the
+    predictor's decoder batch)."""
     return min(len(boxes), BOX_BATCH)
 
 
