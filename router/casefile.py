@@ -8,7 +8,7 @@ Axis order:
     stored in SimpleITK `GetSpacing()` order (x, y, z), i.e. the REVERSE of the array axes.
 
 Output: `segs`, a label map of the image's spatial shape ((H, W) or (D, H, W)); 0 is background and
-label i belongs to `boxes[i - 1]`; uint8 for up to 255 boxes, uint16 above.
+label i belongs to `boxes[i - 1]`; uint8 for up to 255 boxes, uint16 above (router.strategies.labels.label_dtype).
 
 A case is opened once (`open_case`) and read through that one handle in the order the pipeline needs
 it: its kind from its name, then, before anything is decompressed, each array's declared shape and dtype
@@ -215,11 +215,6 @@ def read_case(path: Path) -> Case:
     one-line reason if it is unusable."""
     with open_case(path) as case_file:
         return case_file.read()
-
-
-def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:
-    """uint8 holds labels up to 255; more boxes need uint16."""
-    return np.uint8 if num_boxes <= 255 else np.uint16
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -128,6 +128,30 @@ def test_no_import_cycle_between_files_or_top_level_folders() -> None:
     assert not _cycles(folders), _cycles(folders)
 
 
+def _folder(module: str, paths: dict[str, Path]) -> str:
+    """The folder (package) a module's file lies in: `router.strategies.labels` -> router.strategies; a package's
+    own `__init__` -> that package."""
+    return module if paths[module].name == "__init__.py" else module.rpartition(".")[0] or module
+
+
+def test_no_import_cycle_between_folders_at_any_depth() -> None:
+    """No circle between folders at any depth: a subfolder and the folder above it count as two (router/ and
+    router/strategies/: the strategies are a layer below router's files, which import them, so none of them
+    may import a module of router/ itself)."""
+    paths = {module.removesuffix(".__init__"): Path(path) for module, path in _sources()}
+    folders: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        here = _folder(module, paths)
+        imported = {_folder(name, paths) for name in _module_imports(path, set(paths))}
+        folders.setdefault(here, set()).update(imported - {here})
+    assert not _cycles(folders), _cycles(folders)
+    upward = sorted(f"{module} imports {name}" for module, path in paths.items()
+                    if module.startswith("router.strategies.")
+                    for name in _module_imports(path, set(paths))
+                    if name.startswith("router.") and not name.startswith("router.strategies"))
+    assert not upward, upward
+
+
 def test_runtime_works_with_dev_code_and_torch_blocked(tmp_path, ir_dir) -> None:
     """predict.py and all it imports run where torch, the evaluation and dev folders are absent (the image)."""
     rng = np.random.default_rng(2)

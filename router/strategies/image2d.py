@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.transforms import AXIS_CACHE_SIZE
-from router.casefile import label_dtype
 from router.strategies import OnSlice, ScoredBoxPredictor, Strategy
 from router.strategies.footprint import EmbeddingRoom, slice_bytes
-from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes
+from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes, label_dtype
 from router.strategies.zoom import plan_windows, small_boxes
 
 # Boxes per predict() call: bounds the masks held at once (an image may carry hundreds of boxes). The decoder

@@ -22,6 +22,11 @@ from router.strategies import StrategyParams
 OVERLAP_RULES = ("smaller_box", "later_box")
 
 
+def label_dtype(num_boxes: int) -> type[np.unsignedinteger]:
+    """The label map's dtype for `num_boxes` boxes: uint8 holds labels up to 255; more boxes need uint16."""
+    return np.uint8 if num_boxes <= 255 else np.uint16
+
+
 @dataclass(frozen=True, kw_only=True)
 class MaskParams(StrategyParams):
     """What becomes of each box's mask on its way into the label map (a field of every strategy's parameters).

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from models.boxes import clip_to_boxes, grow_box, mask_bbox
-from router.casefile import label_dtype
 from router.strategies import (
     BoxPredictor,
     EmbeddingPredictor,
@@ -34,7 +33,7 @@ from router.strategies import (
 )
 from router.strategies.footprint import EmbeddingRoom, covered, max_overlap, most_active, slice_bytes
 from router.strategies.interpolation import interpolate_masks, mask_dice
-from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes
+from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes, label_dtype
 
 if TYPE_CHECKING:
     from models.predictor import Embedding

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.casefile import label_dtype
 from router.strategies import BoxPredictor, OnSlice, Strategy
 from router.strategies.footprint import EmbeddingRoom, covered, most_active
-from router.strategies.labels import BoxMasks, box_masks_bytes
+from router.strategies.labels import BoxMasks, box_masks_bytes, label_dtype
 from router.strategies.propagate3d import (
     PropagateParams,
     box_regions_3d,
