@@ -11,7 +11,7 @@ import pytest
 
 from models.predictor import Embedding
 from router.strategies.interpolation import interpolate_masks, mask_dice, signed_distance
-from router.strategies.propagate3d import SkipParams, SliceSkip, propagate_masks, propagation_steps
+from router.strategies.propagate3d import SkipParams, propagate_masks, propagation_steps
 from router.strategies.triplanar import TriplanarParams, segment_triplanar
 
 
@@ -44,7 +44,7 @@ def test_interpolation_of_equal_or_empty_masks_gives_them_back() -> None:
 
 def test_the_rule_skips_only_where_both_masks_are_big_enough_and_agree() -> None:
     big, shifted = disc((64, 64), (30, 30), 10), disc((64, 64), (32, 30), 10)
-    rule = SliceSkip(step=3, min_dice=0.8, min_area=100)
+    rule = SkipParams(skip_step=3, skip_dice=0.8, skip_min_area=100)
     assert rule.agree(big, shifted)
     assert not rule.agree(big, disc((64, 64), (30, 50), 10))  # moved too far
     assert not rule.agree(disc((64, 64), (30, 30), 4), disc((64, 64), (30, 30), 4))  # too small: never skipped
@@ -82,6 +82,14 @@ class EllipsePredictor:
         return np.stack(masks) if masks else np.zeros((0, height, width), bool)
 
 
+def rule(step: int, dice: float, min_area: int, outer_step: int = 1, blend_outer: bool = False,
+         blend_core: bool = False) -> SkipParams:
+    """Every `step`-th core slice decoded, the ones between interpolated by `dice` and `min_area`; beyond the
+    core every slice (outer_step 1) and no blends unless told otherwise: the rule these tests take apart."""
+    return SkipParams(skip_step=step, skip_dice=dice, skip_min_area=min_area, skip_outer_step=outer_step,
+                      skip_blend_outer=blend_outer, skip_blend_core=blend_core)
+
+
 def ball_volume(shape=(40, 64, 64), centre=(20, 32, 32), radius=(15, 20, 20)) -> np.ndarray:
     zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
     inside = sum(((grid - c) / r) ** 2 for grid, c, r in zip((zz, yy, xx), centre, radius, strict=True)) <= 1
@@ -94,7 +102,7 @@ def test_skipping_yields_every_pair_once_with_fewer_encoder_passes_and_the_same_
     results = {}
     for step in (1, 4):
         predictor, calls = EllipsePredictor(), []
-        out = list(propagate_masks(volume, boxes, predictor, core=1.0, skip=SliceSkip(step, 0.8, 20),
+        out = list(propagate_masks(volume, boxes, predictor, core=1.0, skip=rule(step, 0.8, 20),
                                    on_slice=lambda c=calls: c.append(1)))
         pairs = [(z, int(index)) for z, active, _ in out for index in active]
         assert len(pairs) == len(set(pairs)) == sum(int(b[5] - b[2] + 1) for b in boxes)
@@ -114,7 +122,7 @@ def test_slices_are_bisected_where_the_masks_disagree() -> None:
     volume[10:, 28:43, 28:43] = 200
     predictor = EllipsePredictor()
     box = np.array([[0, 0, 0, 47, 47, 19]])
-    list(propagate_masks(volume, box, predictor, core=1.0, skip=SliceSkip(4, 0.8, 0)))
+    list(propagate_masks(volume, box, predictor, core=1.0, skip=rule(4, 0.8, 0)))
     encoded = sorted(z for _, z in predictor.encoded)
     assert {9, 10} <= set(encoded)  # bisected down to both sides of the jump
     assert len(encoded) < 20  # and skipped elsewhere
@@ -136,12 +144,12 @@ def test_outer_step_one_decodes_every_slice_beyond_the_core() -> None:
     volume = ball_volume()
     box = np.array([[12, 12, 5, 52, 52, 35]])  # z 5..35, middle 20; core 0.5 reaches 7.5 slices: z 13..27
     predictor = EllipsePredictor()
-    list(propagate_masks(volume, box, predictor, core=0.5, skip=SliceSkip(4, 0.5, 0, outer_step=1)))
+    list(propagate_masks(volume, box, predictor, core=0.5, skip=rule(4, 0.5, 0, outer_step=1)))
     encoded = {z for _, z in predictor.encoded}
     assert set(range(5, 13)) | set(range(28, 36)) <= encoded  # beyond the core: every slice
     assert len(encoded & set(range(13, 28))) < 15  # inside it: some skipped
     outer = EllipsePredictor()
-    list(propagate_masks(volume, box, outer, core=0.5, skip=SliceSkip(4, 0.5, 0, outer_step=2)))
+    list(propagate_masks(volume, box, outer, core=0.5, skip=rule(4, 0.5, 0, outer_step=2)))
     assert len({z for _, z in outer.encoded} & (set(range(5, 13)) | set(range(28, 36)))) < 16  # skipped there too
 
 
@@ -153,7 +161,7 @@ def test_bisection_decodes_only_where_the_masks_disagree() -> None:
     volume[10:, 5:30, 5:30] = 200
     predictor = EllipsePredictor()
     box = np.array([[0, 0, 0, 47, 47, 32]])
-    out = {z: masks for z, _, masks in propagate_masks(volume, box, predictor, core=1.0, skip=SliceSkip(8, 0.9, 0))}
+    out = {z: masks for z, _, masks in propagate_masks(volume, box, predictor, core=1.0, skip=rule(8, 0.9, 0))}
     encoded = sorted(z for _, z in predictor.encoded)
     assert {9, 10} <= set(encoded)  # both sides of the jump are decoded: neither is interpolated across it
     assert len(encoded) <= 12  # of 33: 5 for the step-8 grid, bisection only in the step holding the jump
@@ -193,8 +201,8 @@ def test_blended_outer_slices_are_decoded_without_an_encoder_pass() -> None:
     box = np.array([[12, 12, 5, 52, 52, 35]])  # z 5..35, middle 20; core 0.5: z 13..27
     outer = set(range(5, 13)) | set(range(28, 36))
     every, blended = EmbeddingEllipsePredictor(), EmbeddingEllipsePredictor()
-    full = {z: m for z, _, m in propagate_masks(volume, box, every, core=0.5, skip=SliceSkip(4, 0.5, 0))}
-    skip = SliceSkip(4, 0.5, 0, outer_step=2, blend_outer=True)
+    full = {z: m for z, _, m in propagate_masks(volume, box, every, core=0.5, skip=rule(4, 0.5, 0))}
+    skip = rule(4, 0.5, 0, outer_step=2, blend_outer=True)
     out = {z: m for z, _, m in propagate_masks(volume, box, blended, core=0.5, skip=skip)}
     assert sorted(out) == sorted(full) == list(range(5, 36))
     assert len({z for _, z in blended.encoded} & outer) <= 9  # of 16: every 2nd, and each sweep's last
@@ -210,7 +218,7 @@ def test_blended_core_decodes_across_a_jump_without_bisecting() -> None:
     box = np.array([[0, 0, 0, 47, 47, 32]])
     predictor = EmbeddingEllipsePredictor()
     out = {z: m for z, _, m in propagate_masks(volume, box, predictor, core=1.0,
-                                                skip=SliceSkip(8, 0.9, 0, blend_core=True))}
+                                                skip=rule(8, 0.9, 0, blend_core=True))}
     assert sorted(out) == list(range(33))
     assert {z for _, z in predictor.encoded} == {0, 7, 15, 16, 24, 32}  # the step-8 grids of both sweeps only
     assert out[5][0].sum() < out[14][0].sum()  # the jump, between grid slices 7 and 15: decoded there

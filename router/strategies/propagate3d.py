@@ -47,39 +47,6 @@ def middle_slices(boxes: np.ndarray) -> np.ndarray:
     return boxes[:, 2] + (boxes[:, 5] - boxes[:, 2]) // 2
 
 
-@dataclass(frozen=True)
-class SliceSkip:
-    """When a slice may take its masks by interpolation instead of an encoder pass.
-
-    Along a sweep, where every box is prompted with its given box (propagate_masks' core), every
-    `step`-th slice is decoded, and the first and last of every stretch where the same boxes are active.
-    Between two decoded slices, the slices take masks interpolated from theirs
-    (router.strategies.interpolation) when every box's two masks agree: Dice >= `min_dice` and each at
-    least `min_area` pixels, or both empty. Where they disagree, the slice halfway is decoded and each
-    half is settled the same way (bisection), down to neighbouring slices. step 1 decodes every slice (off).
-    Beyond the core each prompt comes from the slice decoded before, so the decoded slices there are
-    `outer_step` apart (1: every slice, the default); where two disagree, every slice between is decoded
-    in order, as without skipping. With `blend_outer`, the slices between are instead always decoded in
-    order, prompted as propagation does, on a blend of the two decoded slices' embeddings (a decoder pass
-    each, no encoder pass: checking that the two agree first cost passes and gained nothing, docs/results.md
-    "Slice skipping"); with `blend_core`, so are the core's slices between two that disagree (no bisection).
-    """
-
-    step: int = 1
-    min_dice: float = 0.9
-    min_area: int = 0
-    outer_step: int = 1
-    blend_outer: bool = False
-    blend_core: bool = False
-
-    def agree(self, first: np.ndarray, last: np.ndarray) -> bool:
-        """Whether the slices between (H, W) bool masks `first` and `last` of one box may be interpolated."""
-        sizes = int(first.sum()), int(last.sum())
-        if sizes == (0, 0):
-            return True
-        return min(sizes) >= max(self.min_area, 1) and mask_dice(first, last) >= self.min_dice
-
-
 # The largest skip step a table may set. A sweep holds that many slices' masks at once (sweep_bytes counts
 # them), so the bound keeps the memory estimate finite; 8 is also the largest step measured (docs/results.md,
 # "Slice skipping"): beyond it, slices would take masks interpolated over gaps nothing here has scored.
@@ -88,9 +55,23 @@ MAX_SKIP_STEP = 8
 
 @dataclass(frozen=True, kw_only=True)
 class SkipParams(StrategyParams):
-    """A routing table's names for SliceSkip's fields, shared by the strategies that sweep (propagate,
-    triplanar_vote); the defaults are what router/routes.toml ships for [default.propagate]. (SliceSkip's
-    own defaults skip nothing: what propagate_masks does when not told otherwise.)"""
+    """When a slice may take its masks by interpolation instead of an encoder pass: the skip_* fields of the
+    strategies that sweep (propagate, triplanar_vote), by a routing table's names; the defaults are what
+    router/routes.toml ships for [default.propagate] (EVERY_SLICE: no slice skipped).
+
+    Along a sweep, where every box is prompted with its given box (propagate_masks' core), every
+    `skip_step`-th slice is decoded, and the first and last of every stretch where the same boxes are active.
+    Between two decoded slices, the slices take masks interpolated from theirs
+    (router.strategies.interpolation) when every box's two masks agree: Dice >= `skip_dice` and each at
+    least `skip_min_area` pixels, or both empty. Where they disagree, the slice halfway is decoded and each
+    half is settled the same way (bisection), down to neighbouring slices. skip_step 1 decodes every slice.
+    Beyond the core each prompt comes from the slice decoded before, so the decoded slices there are
+    `skip_outer_step` apart (1: every slice); where two disagree, every slice between is decoded in order, as
+    without skipping. With `skip_blend_outer`, the slices between are instead always decoded in order,
+    prompted as propagation does, on a blend of the two decoded slices' embeddings (a decoder pass each, no
+    encoder pass: checking that the two agree first cost passes and gained nothing, docs/results.md "Slice
+    skipping"); with `skip_blend_core`, so are the core's slices between two that disagree (no bisection).
+    """
 
     skip_step: int = 4
     skip_dice: float = 0.85
@@ -114,10 +95,17 @@ class SkipParams(StrategyParams):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be true or false, got {flag}")
 
-    def slice_skip(self) -> SliceSkip:
-        """The SliceSkip of these parameters."""
-        return SliceSkip(self.skip_step, float(self.skip_dice), self.skip_min_area, self.skip_outer_step,
-                         self.skip_blend_outer, self.skip_blend_core)
+    def agree(self, first: np.ndarray, last: np.ndarray) -> bool:
+        """Whether the slices between (H, W) bool masks `first` and `last` of one box may be interpolated."""
+        sizes = int(first.sum()), int(last.sum())
+        if sizes == (0, 0):
+            return True
+        return min(sizes) >= max(self.skip_min_area, 1) and mask_dice(first, last) >= self.skip_dice
+
+
+# Every slice decoded (skip_step and skip_outer_step 1: no slice lies between two decoded ones, so the other
+# fields never apply): what propagate_masks does when not told otherwise.
+EVERY_SLICE = SkipParams(skip_step=1, skip_outer_step=1)
 
 
 def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -152,7 +140,7 @@ class _Propagation:
     """
 
     def __init__(self, volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, view: Hashable,
-                 on_slice: OnSlice | None, core: float, skip: SliceSkip, follow: bool = False) -> None:
+                 on_slice: OnSlice | None, core: float, skip: SkipParams, follow: bool = False) -> None:
         self.volume, self.predictor, self.view, self.on_slice, self.skip = volume, predictor, view, on_slice, skip
         self.follow = follow
         self.shape = volume.shape[1:]
@@ -232,7 +220,7 @@ class _Propagation:
             for step, position in enumerate(range(low + 1, high)):
                 decoded[position] = np.stack([box_masks[step] for box_masks in between])
             return
-        if self.skip.blend_core:
+        if self.skip.skip_blend_core:
             first, last = self.embedding_of(run[low]), self.embedding_of(run[high])
             for position in range(low + 1, high):
                 blend = first.blend(last, (position - low) / (high - low))
@@ -257,7 +245,7 @@ class _Propagation:
         """Positions position+1..target beyond the core, each prompted from the one before: with blend_outer,
         the ones between decoded on blends of the two ends' embeddings; else interpolated where the ends
         agree, every slice decoded in order where they do not."""
-        if target - position > 1 and self.skip.blend_outer:
+        if target - position > 1 and self.skip.skip_blend_outer:
             near, far = self.embedding_of(run[position]), self.embedding_of(run[target])
             for offset, z in enumerate(run[position + 1 : target], 1):
                 masks = self.decode(z, active, previous, upward, near.blend(far, offset / (target - position)))
@@ -290,10 +278,10 @@ class _Propagation:
             core_end, position = self.core_end(run, active), 0
             while position < len(run) - 1:
                 if position < core_end:
-                    target = min(position + self.skip.step, core_end)
+                    target = min(position + self.skip.skip_step, core_end)
                     masks = yield from self.core_step(run, active, previous, upward, position, target, masks)
                 else:
-                    target = min(position + self.skip.outer_step, len(run) - 1)
+                    target = min(position + self.skip.skip_outer_step, len(run) - 1)
                     masks = yield from self.outer_step(run, active, previous, upward, position, target, masks)
                 position = target
 
@@ -305,7 +293,7 @@ def propagate_masks(
     view: Hashable = "axial",
     on_slice: OnSlice | None = None,
     core: float = 0.0,
-    skip: SliceSkip = SliceSkip(),
+    skip: SkipParams = EVERY_SLICE,
     follow: bool = False,
 ) -> Iterator[Yielded]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
@@ -314,7 +302,7 @@ def propagate_masks(
     Each (box, slice) pair is yielded exactly once, all boxes of a slice together. `view` keys the
     predictor's embedding cache. core: slices with |z - z_mid| <= core x (z1 - z0) / 2 are prompted with
     the given box (0: the middle slice only, 1: every slice). skip: which slices may be interpolated
-    (SliceSkip; by default none are). follow: beyond the core, each box is decoded with the given box
+    (SkipParams; by default none are: EVERY_SLICE). follow: beyond the core, each box is decoded with the given box
     and with the neighbour's mask box (inside the given box) and keeps the mask of higher stability
     (the predictor must be a ScoredBoxPredictor); else with the neighbour's mask box only.
     """
@@ -377,7 +365,7 @@ def segment_propagate3d(
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map (label i for boxes[i-1]), by
     propagate_masks with the core and slice skipping of `params`, masks resolved as `params` say (MaskParams)."""
     masks_of = BoxMasks(volume.shape, *box_regions_3d(boxes), params.clip_to_box)
-    sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params.slice_skip(),
+    sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params,
                             follow=params.follow)
     for z, active, masks in sweep:
         for index, mask in zip(active.tolist(), masks, strict=True):
@@ -445,7 +433,7 @@ def _slice_count(boxes: np.ndarray, params: PropagateParams) -> int:
 
 def sweep_bytes(pixels: int, masks: int) -> int:
     """A sweep's slice work (slice_bytes), with the masks of up to MAX_SKIP_STEP slices held between two
-    decoded ones and the two float32 distance maps that interpolate them (SliceSkip)."""
+    decoded ones and the two float32 distance maps that interpolate them (SkipParams)."""
     return slice_bytes(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
 
 

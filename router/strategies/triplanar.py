@@ -83,9 +83,8 @@ def segment_triplanar(
     """(D, H, W) uint8 volume, (N, 6) boxes -> (D, H, W) label map by per-object weighted voting.
 
     Each view's propagation (router.strategies.propagate3d.propagate_masks) takes the core and the slice
-    skipping (SliceSkip) of `params`.
+    skipping (SkipParams) of `params`.
     """
-    skip = params.slice_skip()
     lows = boxes[:, [2, 1, 0]]  # (z, y, x)
     highs = boxes[:, [5, 4, 3]] + 1
     votes = [np.zeros(tuple(high - low), np.float32) for low, high in zip(lows, highs, strict=True)]
@@ -93,7 +92,7 @@ def segment_triplanar(
     for view, weight in zip(params.views, params.view_weights, strict=True):
         axes = VIEW_AXES[view]
         view_volume = np.ascontiguousarray(volume.transpose(axes))
-        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, params.core, skip,
+        sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, params.core, params,
                                 params.follow)
         for s, active, masks in sweep:
             for index, mask in zip(active, masks, strict=True):
