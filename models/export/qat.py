@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,12 +60,19 @@ def training_images() -> list[np.ndarray]:
     return calibration_images(sarcoma_patients=[patient for patient in PATIENTS if patient not in CONTROL_PATIENTS])
 
 
+def _no_extension_timeout() -> None:
+    """NNCF compiles its torch quantisation kernels on first use and gives up after 60 s by default, which a busy
+    2-core machine can exceed; the build waits instead (a user's own NNCF_EXTENSION_LOAD_TIMEOUT still wins)."""
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+
+
 def quantize_torch(
     encoder: torch.nn.Module, inputs: Sequence[np.ndarray], float_first_convs: int = 3
 ) -> torch.nn.Module:
     """NNCF post-training quantisation of a torch encoder (a copy), with quantize_encoder's settings:
     mixed preset, transformer model type, no SmoothQuant or bias correction, and the first
     `float_first_convs` convolutions (the stem) in float. inputs: encoder inputs (1, 3, S, S) float32."""
+    _no_extension_timeout()
     import nncf
     import torch
 
@@ -90,6 +98,7 @@ def distil(
     at `learning_rate` decaying to zero along a cosine.
     The loss is the embedding's squared error relative to the teacher's mean square (0 when equal).
     Batch norms stay frozen (eval mode). Returns the loss of every step."""
+    _no_extension_timeout()
     import torch
     from tqdm import tqdm
 
