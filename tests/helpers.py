@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,7 @@ dice = mask_dice  # Dice of two bool masks, 1.0 when both are empty: the runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "blob_volume", "dice", "forged_npz", "strategy_route", "tight_box3d", "write_case"]
+__all__ = ["ROOT", "blob_volume", "dice", "forged_npz", "free_port", "strategy_route", "tight_box3d", "write_case"]
 
 
 def write_case(path: Path, **arrays: np.ndarray) -> Path:
@@ -51,3 +52,8 @@ def tight_box3d(mask: np.ndarray) -> np.ndarray:
     return boxes_from_labels(mask.astype(np.uint8))[0]
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -9,7 +9,6 @@ Skipped where no Docker daemon answers or seg:latest is not built (tests/conftes
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -17,18 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import dice
+from tests.helpers import dice, free_port
 
 pytestmark = pytest.mark.docker
 
 KEY = "docker-test-key"
 SHAPE = (16, 64, 64)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_healthy(url: str, container: Any, seconds: float = 120) -> None:

@@ -5,7 +5,6 @@ drive it. Needs the exported models (integration); tests/test_serve_units.py cov
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import subprocess
 import sys
@@ -24,18 +23,12 @@ from nnInteractive.inference.remote import (
 )
 from nnInteractive.inference.remote.serialization import pack_array
 
-from tests.helpers import ROOT, dice
+from tests.helpers import ROOT, dice, free_port
 
 pytestmark = pytest.mark.integration
 
 KEY = "test-key"
 SHAPE = (16, 64, 64)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
