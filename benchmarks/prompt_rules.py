@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.prompt_gap import dice
 from benchmarks.study import StoredEmbeddingPredictor, parse_case_set
-from models.boxes import grow_box, mask_bbox
+from models.boxes import clip_to_boxes, grow_box, mask_bbox
 from models.pool import ModelPool
 from models.predictor import SamPredictor
 from models.registry import model_dir
@@ -41,11 +42,8 @@ Rule = Callable[[Decode, np.ndarray, np.ndarray, np.ndarray, bool], np.ndarray]
 
 
 def clip_to_box(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """(H, W) bool `mask` kept inside the (4,) inclusive box [x0, y0, x1, y1]."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    out = np.zeros_like(mask)
-    out[y0 : y1 + 1, x0 : x1 + 1] = mask[y0 : y1 + 1, x0 : x1 + 1]
-    return out
+    """A copy of (H, W) bool `mask` kept inside the (4,) box [x0, y0, x1, y1] (models.boxes.clip_to_boxes)."""
+    return clip_to_boxes(mask[None].copy(), box[None])[0]
 
 
 def box_area(box: np.ndarray) -> float:
@@ -114,11 +112,6 @@ def structure_mask(volume: np.ndarray, box: np.ndarray, predictor: SamPredictor,
             out[z] = clip_to_box(mask, given)
             previous, z = mask, z + step
     return out
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
 
 
 def main(argv: Sequence[str] | None = None) -> int:
