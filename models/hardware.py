@@ -170,6 +170,12 @@ def this_arm_class() -> ArmRow | None:
     return arm_class(cpu_has_f16()) if is_arm() else None
 
 
+@cache
+def cpu_name() -> str:
+    """This CPU's model name as OpenVINO's CPU plugin reads it (FULL_DEVICE_NAME), for run.json."""
+    return str(shared_core().get_property("CPU", "FULL_DEVICE_NAME"))
+
+
 def this_cpu_class_name() -> str:
     """This CPU's class, as the decision tables name it (for run.json and the benchmarks)."""
     if (arm := this_arm_class()) is not None:

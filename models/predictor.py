@@ -183,6 +183,7 @@ class SamPredictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
         self.spec = spec
+        self.precision = precision  # the precision it was compiled at
         core = core or shared_core()
         cache_dir = ov_cache or os.environ.get("SEG_OV_CACHE_DIR")
         config = with_cache_dir(core, compile_config(threads, precision), cache_dir)

@@ -4,7 +4,9 @@
 router.runner.run_cases) submits one task per case, largest file first; each task runs on a worker
 process, which builds its Segmenter from the run's RunConfig once (per thread) and reuses it for every
 case it gets. Workers read the inputs and write the outputs themselves, on a folder every machine sees
-at the same path; only a small `router.runner.CaseOutcome` travels back, never the label map. Outputs
+at the same path; only a small `router.runner.CaseOutcome` travels back, never the label map: with it the
+precision the case ran in and the worker that ran it (name, host, CPU name and class), which run.json records
+per case (router.provenance), since the client's own CPU says nothing of the workers'. Outputs
 are written atomically, so a worker that dies mid-case leaves no half-written output: the scheduler
 gives its case to another worker (up to `distributed.scheduler.allowed-failures` worker deaths per case)
 and the client removes the dead worker's temp file at the end.
@@ -25,6 +27,7 @@ from typing import Any
 from router.casefile import remove_stale_temps
 from router.messages import error_line, route_warnings, summary_line
 from router.pipeline import RunConfig, Segmenter
+from router.provenance import WorkerFacts
 from router.runner import CaseOutcome, RunError, Warn
 
 # (run configuration, thread id) -> Segmenter: one per worker thread, built on its first case. A predictor is not
@@ -58,8 +61,20 @@ def worker_segmenter(settings: RunConfig) -> Segmenter:
         return _SEGMENTERS[key]
 
 
+def worker_facts() -> WorkerFacts:
+    """This worker process's name (Dask's: `dask worker --name`, else its address), host and CPU."""
+    from distributed import get_worker
+
+    try:
+        name = str(get_worker().name)
+    except ValueError:  # not inside a Dask worker (called directly)
+        name = ""
+    return WorkerFacts.here(name)
+
+
 def segment_task(path: str, output: str, settings: RunConfig) -> CaseOutcome:
-    """One case on a worker, by the worker's Segmenter; errors become the result's line."""
+    """One case on a worker, by the worker's Segmenter; errors become the result's line. A case that ran
+    carries its precision and the worker's facts (worker_facts)."""
     name = Path(path).name
     found: list[tuple[str, str]] = []
     try:
@@ -67,7 +82,8 @@ def segment_task(path: str, output: str, settings: RunConfig) -> CaseOutcome:
             Path(path), Path(output), on_route=lambda case, route: found.extend(route_warnings(case, route)))
     except Exception as error:  # one broken case must not stop the others
         return CaseOutcome(name, None, error_line(name, error), tuple(found))
-    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found), result.route, result.precision)
+    return CaseOutcome(name, result.seconds, summary_line(result), tuple(found), result.route, result.precision,
+                       worker_facts())
 
 
 class DaskBackend:

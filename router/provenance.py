@@ -3,6 +3,10 @@
 The project's version (and git commit in a checkout), OpenVINO's version, the CPU and the precision each
 model runs in (`auto`'s choice), the routing table (its text and hash), the IR files' hashes, the run's
 arguments and, per case, its route (model, strategy and every parameter value it ran with) and precision.
+With `--scheduler` those top-level CPU and precision facts are the client's (the machine running predict.py):
+each case then also records the Dask worker that ran it, its host and its CPU (name and class, as
+models.hardware names them), its precision is the one that worker ran, and `workers` lists each distinct
+(worker, host, CPU) with the precision of each model it ran and its number of cases.
 Rewritten whole (atomically) after every case, like efficiency.csv, so a run stopped anywhere leaves a whole
 file; `--continue-prediction` keeps the cases of the earlier file that it skips, and each `--num-parts` part
 writes its own run.<K>.json.
@@ -13,15 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import openvino as ov
 
-from models.hardware import shared_core, this_cpu_class_name
+from models.hardware import cpu_name, this_cpu_class_name
 from models.pool import ModelPool
 from models.registry import get_spec
 from router.caserows import CaseRows
@@ -83,7 +88,7 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
     return {
         "seg": project_version(),
         "openvino": ov.get_version(),
-        "cpu": str(shared_core().get_property("CPU", "FULL_DEVICE_NAME")),
+        "cpu": cpu_name(),
         "cpu_class": this_cpu_class_name(),
         "precision": precision,
         "routing_table": {"source": str(routes), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
@@ -92,9 +97,43 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
     }
 
 
+@dataclass(frozen=True)
+class WorkerFacts:
+    """Where a case ran on a cluster: the Dask worker's name, its host, and its CPU's name and class as
+    run_facts records a local run's (models.hardware)."""
+
+    worker: str
+    host: str
+    cpu: str
+    cpu_class: str
+
+    @classmethod
+    def here(cls, worker: str) -> WorkerFacts:
+        """This process's facts, for the worker named `worker`."""
+        return cls(worker, socket.gethostname(), cpu_name(), this_cpu_class_name())
+
+
+WORKER_KEYS = ("worker", "host", "cpu", "cpu_class")
+
+
+def worker_summary(cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct (worker, host, cpu, cpu_class) of the case entries that name one, with the precision of
+    each model it ran (the entries' "model" -> "precision") and how many cases it ran, sorted."""
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    for entry in cases.values():
+        if "worker" not in entry:
+            continue
+        key = tuple(str(entry.get(name, "")) for name in WORKER_KEYS)
+        row = found.setdefault(key, {**dict(zip(WORKER_KEYS, key, strict=True)), "precision": {}, "cases": 0})
+        row["precision"][entry.get("model", "")] = entry.get("precision", "")
+        row["cases"] += 1
+    return [found[key] for key in sorted(found)]
+
+
 class RunRecord(CaseRows[dict[str, Any]]):
     """The run.json at `path` (router.caserows.CaseRows): `facts` (run_facts) and per case its route and
-    precision (`entry`); an empty entry for a case skipped as done that the earlier file did not hold."""
+    precision (`entry`), with the worker that ran it on a cluster (then also `workers`: worker_summary); an
+    empty entry for a case skipped as done that the earlier file did not hold."""
 
     missing: dict[str, Any] = {}
 
@@ -103,12 +142,13 @@ class RunRecord(CaseRows[dict[str, Any]]):
         super().__init__(path, resume)
 
     @staticmethod
-    def entry(route: Route, precision: str) -> dict[str, Any]:
+    def entry(route: Route, precision: str, worker: WorkerFacts | None = None) -> dict[str, Any]:
         """A case's row: the route it took (as its line says it, then the model that ran, the strategy and every
-        value of the strategy's parameters, the routing table's merged over their defaults) and the precision its
-        model ran in."""
-        return {"route": route.describe(), "precision": precision, "model": route.model, "strategy": route.strategy,
-                "params": asdict(route.params)}
+        value of the strategy's parameters, the routing table's merged over their defaults), the precision its
+        model ran in and, for a case a Dask worker ran, that worker's facts (WorkerFacts)."""
+        row = {"route": route.describe(), "precision": precision, "model": route.model, "strategy": route.strategy,
+               "params": asdict(route.params)}
+        return {**row, **asdict(worker)} if worker is not None else row
 
     def read_earlier(self) -> dict[str, dict[str, Any]]:
         try:
@@ -118,4 +158,6 @@ class RunRecord(CaseRows[dict[str, Any]]):
         return cases if isinstance(cases, dict) else {}
 
     def render(self) -> str:
-        return json.dumps({**self.facts, "cases": self.rows}, indent=1) + "\n"
+        workers = worker_summary(self.rows)
+        return json.dumps({**self.facts, **({"workers": workers} if workers else {}), "cases": self.rows},
+                          indent=1) + "\n"

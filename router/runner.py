@@ -25,7 +25,7 @@ from router.messages import done_line, error_line, route_warnings, summary_line
 from router.parts import select_part
 from router.pipeline import Segmenter, is_done
 from router.progress import tqdm  # tqdm itself only on a terminal
-from router.provenance import RunRecord
+from router.provenance import RunRecord, WorkerFacts
 from router.routing import Route
 from router.strategies import OnSlice
 
@@ -38,8 +38,9 @@ Warn = Callable[[str, str], None]
 @dataclass(frozen=True)
 class CaseOutcome:
     """What a back-end reports for one case: its file name, the seconds (None when it failed), its summary
-    or error line, the (key, warning) pairs it has not reported through `warn` (a Dask task's), and the
-    route and precision it ran with (None and empty when it failed)."""
+    or error line, the (key, warning) pairs it has not reported through `warn` (a Dask task's), the
+    route and precision it ran with (None and empty when it failed) and, from a Dask task, the worker that
+    ran it (its name, host and CPU: a few strings)."""
 
     file_name: str
     seconds: float | None
@@ -47,6 +48,7 @@ class CaseOutcome:
     warnings: tuple[tuple[str, str], ...] = ()
     route: Route | None = None
     precision: str = ""
+    worker: WorkerFacts | None = None
 
 
 class RunError(Exception):
@@ -177,7 +179,7 @@ def run_cases(
                         continue
                     stem = Path(outcome.file_name).stem
                     timings.record(stem, outcome.seconds)
-                    record.record(stem, RunRecord.entry(outcome.route, outcome.precision))
+                    record.record(stem, RunRecord.entry(outcome.route, outcome.precision, outcome.worker))
                     log.info("%s", outcome.line)
             except Interrupted as stop:  # within the session: a second signal is ignored while this is said
                 for rows in kept:

@@ -135,6 +135,66 @@ def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None
     assert record["arguments"]["scheduler"] and len(record["routing_table"]["sha256"]) == 64
 
 
+def test_dask_run_json_records_each_workers_cpu_and_precision(reference, cluster, tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    """With --scheduler, each case of run.json names the worker that ran it, with that worker's host, CPU (name and
+    class, as models.hardware names them) and the precision its compiled model ran at, as each worker process
+    reports them itself; `workers` sums them up. The client's own facts stay top-level: made to differ here (in
+    this, the client's, process only), they must not reach the cases."""
+    from distributed import Client
+
+    import router.provenance
+    from models.pool import ModelPool
+
+    monkeypatch.setattr(router.provenance, "cpu_name", lambda: "the client's CPU")
+    monkeypatch.setattr(router.provenance, "this_cpu_class_name", lambda: "the client's class")
+    monkeypatch.setattr(ModelPool, "resolve_precision", lambda self, name: "the client's precision")
+    inputs, _, good, _ = reference
+    status = predict.main(["-i", str(inputs), "-o", str(tmp_path), "--threads", "1", "--no-progress",
+                           "--scheduler", str(cluster.scheduler_file)])
+    assert status == 1, capsys.readouterr().err  # the bad case
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["cpu"], record["cpu_class"]) == ("the client's CPU", "the client's class")
+    assert set(record["precision"].values()) == {"the client's precision"}
+
+    def report(dask_worker) -> dict:
+        """What the worker process says of itself: its name, host, CPU and the precision of every model its
+        segmenters compiled (each SamPredictor's own)."""
+        import socket
+
+        import openvino as ov
+
+        from models.hardware import this_cpu_class_name
+        from router.distributed import _SEGMENTERS
+
+        compiled = {(name, predictor.precision) for segmenter in _SEGMENTERS.values()
+                    for name, predictor in segmenter.pool._predictors.items()}
+        return {"worker": str(dask_worker.name), "host": socket.gethostname(),
+                "cpu": str(ov.Core().get_property("CPU", "FULL_DEVICE_NAME")), "cpu_class": this_cpu_class_name(),
+                "compiled": sorted(compiled)}
+
+    with Client(scheduler_file=str(cluster.scheduler_file), timeout="30s") as client:
+        reports = {facts["worker"]: facts for facts in client.run(report).values()}
+    assert sorted(reports) == ["w0", "w1"]
+    for facts in reports.values():
+        assert facts["cpu"] != "the client's CPU" and facts["cpu_class"] != "the client's class"
+        facts["precision"] = dict(facts["compiled"])
+        assert len(facts["precision"]) == len(facts["compiled"]), "one precision per model in a worker"
+    cases = record["cases"]
+    assert sorted(cases) == sorted(Path(name).stem for name in good)
+    for stem, entry in cases.items():
+        facts = reports[entry["worker"]]
+        assert {key: entry[key] for key in ("worker", "host", "cpu", "cpu_class")} == \
+            {key: facts[key] for key in ("worker", "host", "cpu", "cpu_class")}, stem
+        assert entry["precision"] == facts["precision"][entry["model"]], stem
+    ran = sorted({entry["worker"] for entry in cases.values()})
+    assert record["workers"] == [
+        {**{key: reports[name][key] for key in ("worker", "host", "cpu", "cpu_class")},
+         "precision": {"litemedsam": reports[name]["precision"]["litemedsam"]},
+         "cases": sum(entry["worker"] == name for entry in cases.values())}
+        for name in ran]
+
+
 def test_dask_workers_use_the_ov_cache(reference, cluster, tmp_path, capsys) -> None:
     """--ov-cache reaches the workers: their compiled models land in the folder (it was dropped before)."""
     inputs, _, _, _ = reference
