@@ -5,7 +5,8 @@ Axis order:
     repeated to 3 channels); `boxes` is (N, 4) as `[x_min, y_min, x_max, y_max]` in pixels, inclusive.
   * 3D cases (`3DBox_<Modality>_<id>.npz`): `imgs` is (D, H, W) = (z, y, x); `boxes` is (N, 6) as
     `[x_min, y_min, z_min, x_max, y_max, z_max]`, inclusive (z_max included); `spacing` is (3,) and is
-    stored in SimpleITK `GetSpacing()` order (x, y, z), i.e. the REVERSE of the array axes.
+    stored in SimpleITK `GetSpacing()` order (x, y, z), i.e. the REVERSE of the array axes. It is validated
+    (a bad one refuses the case) but not kept in `Case`: no strategy uses it.
 
 Output: `segs`, a label map of the image's spatial shape ((H, W) or (D, H, W)); 0 is background and
 label i belongs to `boxes[i - 1]`; uint8 for up to 255 boxes, uint16 above (router.strategies.labels.label_dtype).
@@ -46,7 +47,6 @@ class Case:
 
     image: uint8, (H, W, 3) for 2D or (D, H, W) for 3D.
     boxes: int64, (N, 4) for 2D or (N, 6) for 3D, clipped to the image, inclusive corners.
-    spacing: (3,) float64 as stored (x, y, z) for 3D; None for 2D.
     """
 
     name: str
@@ -54,7 +54,6 @@ class Case:
     dim: int
     image: np.ndarray
     boxes: np.ndarray
-    spacing: np.ndarray | None
 
 
 @dataclass(frozen=True)

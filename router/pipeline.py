@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +134,7 @@ class Segmenter:
     Every path takes the same routing table (modality -> model and strategy), strategies and memory guard:
 
         segmenter = Segmenter.create(precision="auto")           # compiles nothing until the first case
-        segs = segmenter.segment(volume, boxes, modality="CT", spacing=(0.8, 0.8, 2.5))
+        segs = segmenter.segment(volume, boxes, modality="CT")
         result = segmenter.segment_file(Path("3DBox_CT_0001.npz"), output=Path("out/3DBox_CT_0001.npz"))
 
     table, pool: the routing table and the compiled models (models.pool.ModelPool) it runs on.
@@ -155,22 +155,18 @@ class Segmenter:
         return RunConfig.of(models=models, threads=threads, precision=precision, config=config,
                             ov_cache=ov_cache).segmenter()
 
-    def segment(
-        self, image: np.ndarray, boxes: np.ndarray, modality: str, spacing: Sequence[float] | None = None,
-    ) -> np.ndarray:
+    def segment(self, image: np.ndarray, boxes: np.ndarray, modality: str) -> np.ndarray:
         """The label map of an image in memory: label i for boxes[i - 1], 0 background.
 
         image: (H, W, 3) or (H, W) for 2D, (D, H, W) = (z, y, x) for 3D; uint8, or any real dtype scaled to
         0..255 as files are. boxes: (N, 4) [x0, y0, x1, y1] or (N, 6) [x0, y0, z0, x1, y1, z1], inclusive
         pixel indices (N, 6 makes the case 3D). modality: as in a case file's name ("CT", "MR", "PET", ...;
-        unknown ones take the table's default). spacing: (x, y, z) in mm for 3D, SimpleITK's order.
-        Raises router.validation.CaseError (one line) for arrays that cannot be segmented.
+        unknown ones take the table's default). No spacing: no strategy uses one, so the label map would not
+        depend on it. Raises router.validation.CaseError (one line) for arrays that cannot be segmented.
         """
         boxes = np.asarray(boxes)
         dim = 3 if boxes.shape[-1:] == (6,) else 2  # one box may come as (6,) or (4,)
         arrays = {"imgs": np.asarray(image), "boxes": boxes}
-        if spacing is not None:
-            arrays["spacing"] = np.asarray(spacing, np.float64)
         name = f"{dim}DBox_{modality}_array"
         _, canonical = case_kind(Path(name + ".npz"))
         headers = {key: ArrayHeader(value.shape, value.dtype) for key, value in arrays.items()}

@@ -31,12 +31,13 @@ class CaseArrays(NamedTuple):
 
     image: uint8, (H, W, 3) for 2D or (D, H, W) for 3D, C-contiguous.
     boxes: int64, (N, 4) for 2D or (N, 6) for 3D, clipped to the image, inclusive corners.
-    spacing: (3,) float64 as stored (x, y, z) for 3D; None for 2D.
+
+    A 3D case's `spacing` is checked (validate_spacing) but not kept: no strategy uses it, so the label map
+    never depends on it.
     """
 
     image: np.ndarray
     boxes: np.ndarray
-    spacing: np.ndarray | None
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -138,8 +139,10 @@ def validate_spacing(spacing: np.ndarray | None) -> np.ndarray:
 
 def validate_case(arrays: Mapping[str, np.ndarray], dim: int) -> CaseArrays:
     """A case's arrays as loaded ("imgs" and "boxes", for 3D "spacing" if stored) -> CaseArrays, checked
-    and coerced in this order: image, boxes (against the image), spacing. Raise CaseError (one line)."""
+    and coerced in this order: image, boxes (against the image), spacing (checked, not kept: a case file
+    with a bad one is refused; no strategy uses it). Raise CaseError (one line)."""
     image = validate_image(arrays["imgs"], dim)
     boxes = clip_boxes(arrays["boxes"], image.shape[:2] if dim == 2 else image.shape)
-    spacing = validate_spacing(arrays.get("spacing")) if dim == 3 else None
-    return CaseArrays(np.ascontiguousarray(image), boxes, spacing)
+    if dim == 3:
+        validate_spacing(arrays.get("spacing"))
+    return CaseArrays(np.ascontiguousarray(image), boxes)

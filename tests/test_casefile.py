@@ -80,16 +80,33 @@ def test_efficiency_log_keeps_earlier_rows_only_for_skipped_cases(tmp_path):
 
 def test_validate_case_coerces_arrays_without_files():
     """validate_case is read_case without the file: a grey float image becomes RGB uint8, one box given as
-    (4,) becomes (1, 4) and is clipped, a 3D case without spacing gets 1 mm."""
+    (4,) becomes (1, 4) and is clipped, a 3D case without spacing is fine."""
     image = np.linspace(0.0, 1.0, 12 * 10).reshape(12, 10)
     checked = validate_case({"imgs": image, "boxes": np.array([-3.4, 2.6, 40.0, 8.0])}, 2)
     assert checked.image.shape == (12, 10, 3) and checked.image.dtype == np.uint8
     assert checked.boxes.tolist() == [[0, 3, 9, 8]] and checked.boxes.dtype == np.int64
-    assert checked.spacing is None
     volume = validate_case({"imgs": np.zeros((4, 6, 8), np.uint8), "boxes": np.array([[1, 1, 1, 2, 2, 2]])}, 3)
-    assert volume.spacing.tolist() == [1.0, 1.0, 1.0]
+    assert volume.image.shape == (4, 6, 8) and volume.boxes.tolist() == [[1, 1, 1, 2, 2, 2]]
     with pytest.raises(CaseError, match=r"'spacing' must be 3 positive numbers, got \[1.0, 0.0, 1.0\]"):
         validate_case({"imgs": np.zeros((4, 6, 8)), "boxes": np.zeros((0, 6)), "spacing": np.array([1, 0, 1])}, 3)
+
+
+@pytest.mark.parametrize(("spacing", "problem"), [
+    (np.array([1.0, 0.0, 1.0]), "got [1.0, 0.0, 1.0]"),
+    (np.array([1.0, np.nan, 1.0]), "got [1.0, nan, 1.0]"),
+    (np.array([1.0, 1.0]), "got [1.0, 1.0]"),
+])
+def test_a_case_file_with_a_bad_spacing_is_refused_in_one_line(tmp_path, spacing, problem):
+    """A 3D case file's spacing is checked though no strategy uses it (Case does not keep it): a bad one refuses
+    the case with one line; a good one or none reads."""
+    volume, boxes = np.zeros((4, 6, 8), np.uint8), np.array([[1, 1, 1, 2, 2, 2]])
+    bad = write_case(tmp_path / "3DBox_CT_bad.npz", imgs=volume, boxes=boxes, spacing=spacing)
+    with pytest.raises(CaseError) as refused:
+        read_case(bad)
+    assert str(refused.value) == f"'spacing' must be 3 positive numbers, {problem}"
+    for name, stored in (("good", {"spacing": np.array([0.8, 0.8, 2.5])}), ("none", {})):
+        case = read_case(write_case(tmp_path / f"3DBox_CT_{name}.npz", imgs=volume, boxes=boxes, **stored))
+        assert case.image.shape == (4, 6, 8) and not hasattr(case, "spacing")
 
 
 def test_one_box_check_for_read_case_convert_and_the_memory_guard(tmp_path):
