@@ -10,7 +10,8 @@ Per structure (box) of every 3D case with ground truth:
   `seg-predict` does; the first variant is the reference ("today").
 - with `--one-box`: the object from a single 2D box, the structure's tight box on the slice halfway along its
   z range, followed both ways until it ends (router.strategies.propagate3d.segment_from_slice, the
-  interactive server's rule), with how many slices its two ends are off.
+  interactive server's rule, with each variant's parameters), with how many slices its two ends are off and
+  its encoder passes and decoder calls per box.
 Per case and per modality: mean DSC of each column, encoder passes and decoder calls per case of each variant,
 and the share of the gap from the reference to the oracle each other variant closes. `--store` keeps encoder
 outputs (benchmarks.study.StoredEmbeddingPredictor), so every column sees the same embeddings and a slice is
@@ -60,16 +61,24 @@ def middle_slice(truth: np.ndarray) -> int:
     return int(slices[np.argmin(np.abs(slices - middle))])
 
 
-def one_box_row(volume: np.ndarray, truth: np.ndarray, predictor: SamPredictor,
-                params: PropagateParams) -> dict[str, Any]:
-    """DSC of the object from the one 2D box on the middle slice, and how far off its two ends are (slices;
-    + where it stops beyond the structure's end, - where short of it)."""
+def one_box_row(volume: np.ndarray, truth: np.ndarray, predictor: SamPredictor, params: PropagateParams,
+                column: str) -> dict[str, Any]:
+    """DSC of the object from the one 2D box on the middle slice, how far off its two ends are (slices; + where
+    it stops beyond the structure's end, - where short of it), its encoder passes and decoder calls."""
     z = middle_slice(truth)
+    encoder_calls, decoder_calls = predictor.encoder_calls, predictor.decoder_calls
     got = segment_from_slice(volume, mask_bbox(truth[z]), z, predictor, params, view="one-box")
     slices, found = np.flatnonzero(truth.any(axis=(1, 2))), np.flatnonzero(got.any(axis=(1, 2)))
     low_off = int(slices[0] - found[0]) if found.size else -int(z - slices[0])
     high_off = int(found[-1] - slices[-1]) if found.size else -int(slices[-1] - z)
-    return {"one_box": dice(got, truth), "one_box_low_off": low_off, "one_box_high_off": high_off}
+    return {column: dice(got, truth), f"{column}_low_off": low_off, f"{column}_high_off": high_off,
+            f"{column}_enc": predictor.encoder_calls - encoder_calls,
+            f"{column}_dec": predictor.decoder_calls - decoder_calls}
+
+
+def one_box_column(label: str, reference: bool) -> str:
+    """The one-box column of variant `label`: "one_box" for the reference, "one_box LABEL" for the others."""
+    return "one_box" if reference else f"one_box {label}"
 
 
 def case_rows(case: Path, gt_path: Path, runners: Sequence[VariantRunner], one_box: bool) -> tuple[
@@ -91,9 +100,7 @@ def case_rows(case: Path, gt_path: Path, runners: Sequence[VariantRunner], one_b
         counts[runner.variant.label] = (encoder_calls, predictor.decoder_calls - decoder_calls)
         scores[runner.variant.label] = per_label_dsc(segs, gt, labels)
     first = runners[0]
-    route = first.table.route(3, modality, first.pool.available)
-    predictor = first.pool.get(route.model)
-    params = route.params if isinstance(route.params, PropagateParams) else PropagateParams()
+    predictor = first.pool.get(first.table.route(3, modality, first.pool.available).model)
     rows = []
     for label in labels:
         truth = gt == label
@@ -101,8 +108,12 @@ def case_rows(case: Path, gt_path: Path, runners: Sequence[VariantRunner], one_b
         row: dict[str, Any] = {"case": case.stem, "modality": modality, "label": label,
                                "oracle": dice(oracle_mask(volume, truth, predictor), truth)}
         row.update({name: values[label - 1] for name, values in scores.items()})
-        if one_box:
-            row.update(one_box_row(volume, truth, predictor, params))
+        for runner in runners if one_box else ():  # each variant's one-box rule, on the same predictor
+            params = runner.table.route(3, modality, runner.pool.available).params
+            params = params if isinstance(params, PropagateParams) else PropagateParams()
+            predictor.reset()
+            row.update(one_box_row(volume, truth, predictor, params,
+                                   one_box_column(runner.variant.label, runner is first)))
         rows.append(row)
     predictor.reset()
     return rows, counts
@@ -112,14 +123,16 @@ def summarize(rows: Sequence[dict[str, Any]], counts: dict[str, dict[str, tuple[
               variants: Sequence[str], one_box: bool) -> str:
     """Markdown: mean DSC per structure for each case, modality and set; passes and calls; gap closed."""
     reference, others = variants[0], variants[1:]
-    columns = ["oracle", *variants] + (["one_box"] if one_box else [])
+    boxed = [one_box_column(v, v == reference) for v in variants] if one_box else []
+    columns = ["oracle", *variants, *boxed]
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[str(row["case"])].append(row)
     for row in rows:
         groups[f"all {row['modality']}"].append(row)
     groups["all"] = list(rows)
-    header = ["case", "n", *columns, *(f"{v} gap closed" for v in others), *(f"{v} enc / dec" for v in variants)]
+    header = ["case", "n", *columns, *(f"{v} gap closed" for v in others), *(f"{v} enc / dec" for v in variants),
+              *(f"{c} enc / dec per box" for c in boxed)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, group in groups.items():
         mean = {c: float(np.mean([r[c] for r in group])) for c in columns}
@@ -130,6 +143,9 @@ def summarize(rows: Sequence[dict[str, Any]], counts: dict[str, dict[str, tuple[
         for v in variants:
             enc = np.mean([counts[c][v][0] for c in cases])
             dec = np.mean([counts[c][v][1] for c in cases])
+            cells.append(f"{enc:.1f} / {dec:.1f}")
+        for c in boxed:
+            enc, dec = (np.mean([r[f"{c}_{count}"] for r in group]) for count in ("enc", "dec"))
             cells.append(f"{enc:.1f} / {dec:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

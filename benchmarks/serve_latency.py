@@ -1,7 +1,7 @@
 """How long a viewer waits for seg-serve's answer to one 2D box: the first box after an upload, then once encoded.
 
     python -m benchmarks.serve_latency [--cases ../shared/data/dev-fullfov] [--precision fp32] [--threads 2] \
-        [--wait 5] [--max-isa AVX2] [--out latency.csv]
+        [--wait 5] [--max-isa AVX2] [--config ROUTES.toml] [--baseline ROUTES.toml] [--out latency.csv]
 
 Starts a real `seg-serve` (`python -m serve`) on a free loopback port and drives it through nninteractive-client,
 as napari-nninteractive and SlicerNNInteractive do. For each 3DBox_*.npz of CASES/imgs (or of CASES itself), in
@@ -18,6 +18,9 @@ Prints one row per case (shape, seconds to upload, first, encoded after, median,
 (lscpu's model name), its class (AMX, AVX-512 or AVX2), the precision and the threads. The client's read timeout
 is raised to 600 s, so a first box slower than its default 60 s is measured (and marked) rather than failed.
 `--max-isa AVX2` runs the server with oneDNN limited to that ISA (ONEDNN_MAX_CPU_ISA): emulated, ratios only.
+`--config` is the routing table of the server measured (default: the shipped one); `--baseline` adds a second
+server on another table, run on the same cases after the first, and prints its rows beside the first's (e.g. a
+table with `one_box_step = 1`: every slice of an object walked, as before looking ahead).
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ class CaseLatency:
 class Server:
     """A `python -m serve` subprocess on a free loopback port, its log in a file."""
 
-    def __init__(self, precision: str, threads: int, max_isa: str | None, log: Path) -> None:
+    def __init__(self, precision: str, threads: int, max_isa: str | None, log: Path, config: Path | None = None
+                 ) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
@@ -133,7 +137,8 @@ class Server:
         self._handle = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serve", "--port", str(port), "--precision", precision, "--threads", str(threads),
-             "--max-sessions", "1", "--idle-timeout", "3600", "--liveness-timeout", "600"],
+             "--max-sessions", "1", "--idle-timeout", "3600", "--liveness-timeout", "600",
+             *(["--config", str(config.resolve())] if config else [])],
             cwd=ROOT, stdout=self._handle, stderr=subprocess.STDOUT, env=env)  # fmt: skip
 
     def text(self) -> str:
@@ -229,6 +234,25 @@ def cpu_line(precision: str, threads: int, max_isa: str | None) -> str:
     return f"CPU: {model} ({where}); precision {precision}; {threads} threads; load {os.getloadavg()[0]:.2f}"
 
 
+def run_server(args: argparse.Namespace, label: str, config: Path | None, cases: list[Path], folder: Path,
+               log: Path) -> list[CaseLatency]:
+    """Every case on one seg-serve with routing table `config` (None: the shipped one), in turn."""
+    server = Server(args.precision, args.threads, args.max_isa, log, config)
+    rows = []
+    try:
+        server.wait_healthy()
+        for case in cases:
+            gt = folder.parent / "gts" / case.name if folder.name == "imgs" else None
+            rows.append(run_case(server, case, gt, args.wait))
+            print(f"{label} {rows[-1].case}: first {rows[-1].first:.2f} s, {rows[-1].encoded_note}", file=sys.stderr)
+    except Exception:
+        print(f"seg-serve's log:\n{server.text()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=Path, default=DEFAULT_CASES,
@@ -238,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=5.0, help="seconds between the upload and the first box")
     parser.add_argument("--max-isa", default=None, help="e.g. AVX2: the server's ONEDNN_MAX_CPU_ISA (emulated)")
     parser.add_argument("--only", default=None, help="only the cases whose name contains this")
+    parser.add_argument("--config", type=Path, default=None, help="routing table of the server measured")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="routing table of a second server, run after the first and printed beside it")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV")
     args = parser.parse_args(argv)
 
@@ -247,42 +274,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no 3DBox_*.npz in {folder}", file=sys.stderr)
         return 2
     header = cpu_line(args.precision, args.threads, args.max_isa)
-    rows: list[CaseLatency] = []
+    tables = {"measured": args.config, **({"baseline": args.baseline} if args.baseline else {})}
+    rows: dict[str, list[CaseLatency]] = {}
     with tempfile.TemporaryDirectory() as work:
-        server = Server(args.precision, args.threads, args.max_isa, Path(work) / "serve.log")
-        try:
-            server.wait_healthy()
-            for case in cases:
-                gt = folder.parent / "gts" / case.name if folder.name == "imgs" else None
-                rows.append(run_case(server, case, gt, args.wait))
-                print(f"{rows[-1].case}: first {rows[-1].first:.2f} s, {rows[-1].encoded_note}", file=sys.stderr)
-        except Exception:
-            print(f"seg-serve's log:\n{server.text()[-3000:]}", file=sys.stderr)
-            raise
-        finally:
-            server.stop()
+        for label, config in tables.items():
+            rows[label] = run_server(args, label, config, cases, folder, Path(work) / f"{label}.log")
 
     print(header)
+    for label, config in tables.items():
+        print(f"{label}: routing table {config or 'router/routes.toml (shipped)'}")
     print(f"first box {args.wait:g} s after the upload; then, once encoded, one box per structure (seconds)")
-    names = ("case", "shape (D,H,W)", "boxes", "upload", "first", "encoded after", "median", "p95", "largest")
-    print(f"{names[0]:30s} {names[1]:>14s} {names[2]:>5s} {names[3]:>7s} {names[4]:>7s} {names[5]:>13s} "
-          f"{names[6]:>7s} {names[7]:>7s} {names[8]:>7s}")
-    for row in rows:
-        late = "!" if row.first > CLIENT_READ_TIMEOUT else " "
-        shape = "x".join(str(side) for side in row.shape)
-        print(f"{row.case:30s} {shape:>14s} {row.boxes:5d} {row.upload:7.2f} {row.first:6.2f}{late} "
-              f"{row.encoded_after:13.1f} {row.median:7.2f} {row.p95:7.2f} {row.largest:7.2f}")
-    if any(row.first > CLIENT_READ_TIMEOUT for row in rows):
+    names = ("case", "table", "shape (D,H,W)", "boxes", "upload", "first", "encoded after", "median", "p95",
+             "largest")
+    print(f"{names[0]:30s} {names[1]:>9s} {names[2]:>14s} {names[3]:>5s} {names[4]:>7s} {names[5]:>7s} "
+          f"{names[6]:>13s} {names[7]:>7s} {names[8]:>7s} {names[9]:>7s}")
+    for index in range(len(cases)):
+        for label in tables:
+            row = rows[label][index]
+            late = "!" if row.first > CLIENT_READ_TIMEOUT else " "
+            shape = "x".join(str(side) for side in row.shape)
+            print(f"{row.case:30s} {label:>9s} {shape:>14s} {row.boxes:5d} {row.upload:7.2f} {row.first:6.2f}{late} "
+                  f"{row.encoded_after:13.1f} {row.median:7.2f} {row.p95:7.2f} {row.largest:7.2f}")
+        if "baseline" in rows:
+            measured, baseline = rows["measured"][index], rows["baseline"][index]
+            print(f"{'':30s} {'ratio':>9s} {'':>14s} {'':>5s} {'':>7s} {measured.first / baseline.first:7.2f} "
+                  f"{'':>13s} {measured.median / baseline.median:7.2f} {measured.p95 / baseline.p95:7.2f} "
+                  f"{measured.largest / baseline.largest:7.2f}")
+    if any(row.first > CLIENT_READ_TIMEOUT for table in rows.values() for row in table):
         print(f"! over the client's default {CLIENT_READ_TIMEOUT:g} s read timeout")
     if args.out:
         with args.out.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["case", "shape", "boxes", "upload_s", "first_s", "encoded_after_s", "median_s", "p95_s",
-                             "largest_s", "cpu"])
-            for row in rows:
-                writer.writerow([row.case, "x".join(map(str, row.shape)), row.boxes, f"{row.upload:.3f}",
-                                 f"{row.first:.3f}", f"{row.encoded_after:.1f}", f"{row.median:.3f}",
-                                 f"{row.p95:.3f}", f"{row.largest:.3f}", header])
+            writer.writerow(["case", "table", "shape", "boxes", "upload_s", "first_s", "encoded_after_s", "median_s",
+                             "p95_s", "largest_s", "cpu"])
+            for label, table in rows.items():
+                for row in table:
+                    writer.writerow([row.case, label, "x".join(map(str, row.shape)), row.boxes, f"{row.upload:.3f}",
+                                     f"{row.first:.3f}", f"{row.encoded_after:.1f}", f"{row.median:.3f}",
+                                     f"{row.p95:.3f}", f"{row.largest:.3f}", header])
     return 0
 
 

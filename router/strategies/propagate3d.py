@@ -345,6 +345,8 @@ class PropagateParams(SkipParams, MaskParams):
     follow: bool = False
     stop_overlap: float = 0.5
     stop_stability: float = 0.6
+    one_box_step: int = 4
+    one_box_stability: float = 0.85
 
     def __post_init__(self) -> None:
         """Raise ValueError unless 0 <= core <= 1, follow is a bool and the skip_* fields are valid (SkipParams)."""
@@ -352,9 +354,12 @@ class PropagateParams(SkipParams, MaskParams):
             raise ValueError(f"core must be in [0, 1], got {self.core}")
         if not isinstance(self.follow, bool):
             raise ValueError(f"follow must be true or false, got {self.follow}")
-        for name, share in (("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability)):
+        for name, share in (("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability),
+                            ("one_box_stability", self.one_box_stability)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {share}")
+        if not (isinstance(self.one_box_step, int) and 1 <= self.one_box_step <= MAX_SKIP_STEP):
+            raise ValueError(f"one_box_step must be an integer in [1, {MAX_SKIP_STEP}], got {self.one_box_step}")
         super().__post_init__()
 
 
@@ -388,13 +393,18 @@ def segment_from_slice(
     params: PropagateParams = PropagateParams(), view: Hashable = "axial",
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, a (4,) [x0, y0, x1, y1] inclusive box on slice `z` -> (D, H, W) bool: the object
-    the box prompts on slice z, followed slice by slice both ways until it ends (no z range is given).
+    the box prompts on slice z, followed both ways until it ends (no z range is given).
 
-    Slice z's mask is kept inside the box; each further slice is prompted with the previous mask's box grown
-    by GROW_FRACTION of the image and keeps its mask inside that prompt; a sweep stops at the first slice
-    whose mask does not `continues` the previous one (params.stop_overlap, params.stop_stability) or at
-    the volume's end. Every
-    slice visited is encoded once (the predictor's cache, keyed (view, slice)).
+    Slice z's mask is kept inside the box. From each decoded slice the walk looks `params.one_box_step` slices
+    ahead: that slice is prompted with the mask's box grown by GROW_FRACTION of the image per slice of the
+    gap, and where its mask is sure (stability at least `params.one_box_stability`: past a structure's end
+    the model still fills a loose prompt, unsurely, and such masks agree with each other), `continues` the
+    decoded one and agrees with it (SkipParams.agree: skip_dice, skip_min_area), the slices between take
+    interpolated masks (router.strategies.interpolation) and are neither encoded nor decoded. Elsewhere, and
+    always with one_box_step 1, the slices are walked one at a time: each prompted with the previous mask's
+    box grown by GROW_FRACTION and its mask kept inside that prompt, and the sweep stops at the first mask
+    that does not `continues` the previous one (params.stop_overlap, params.stop_stability), or at the
+    volume's end. Every slice visited is encoded once (the predictor's cache, keyed (view, slice)).
     """
     depth, height, width = volume.shape
     if not 0 <= z < depth:
@@ -404,20 +414,37 @@ def segment_from_slice(
     margin = GROW_FRACTION * max(shape)
     out = np.zeros(volume.shape, bool)
 
-    def decode(at: int, prompt: np.ndarray) -> tuple[np.ndarray, float]:
+    def decode(at: int, previous: np.ndarray, gap: int) -> tuple[np.ndarray, float]:
+        """Slice `at`'s mask prompted from `previous`, `gap` slices away, and its stability."""
+        prompt = grow_box(cast(np.ndarray, mask_bbox(previous)), margin * gap, shape)
         predictor.set_image(volume[at], key=(view, at))
         masks, stability = cast(ScoredBoxPredictor, predictor).predict_scored(prompt[None])
         return clip_to_boxes(masks, prompt[None])[0], float(stability[0])
 
-    out[z] = first = decode(z, box)[0]
+    predictor.set_image(volume[z], key=(view, z))
+    out[z] = first = clip_to_boxes(predictor.predict_scored(box[None])[0], box[None])[0]
     for step in (1, -1):
-        previous, at = first, z + step
-        while 0 <= at < depth and previous.any():
-            mask, stability = decode(at, grow_box(cast(np.ndarray, mask_bbox(previous)), margin, shape))
-            if not continues(previous, mask, stability, params):
+        previous, at = first, z
+        while previous.any():
+            ahead = min(max(at + step * params.one_box_step, 0), depth - 1)
+            gap = abs(ahead - at)
+            if gap == 0:  # the volume's end
                 break
-            out[at] = previous = mask
-            at += step
+            if gap > 1:
+                mask, stability = decode(ahead, previous, gap)
+                sure = stability >= params.one_box_stability
+                if sure and continues(previous, mask, stability, params) and params.agree(previous, mask):
+                    out[at + step : ahead : step] = interpolate_masks(previous, mask, gap - 1)
+                    out[ahead] = previous = mask
+                    at = ahead
+                    continue
+            for near in range(at + step, ahead + step, step):
+                mask, stability = decode(near, previous, 1)
+                if not continues(previous, mask, stability, params):
+                    previous = np.zeros_like(previous)  # the structure has ended: this sweep stops
+                    break
+                out[near] = previous = mask
+            at = ahead
     return out
 
 
