@@ -88,7 +88,8 @@ run_tests() {
       say "not root and no Docker daemon: the Docker tests will be skipped"
     fi
   fi
-  "$PY" -m pytest -q -rs "$@"
+  # The slowest tests in the log: CI has 40 minutes on an idle machine (.ci/run), and this says where they go.
+  "$PY" -m pytest -q -rs --durations=15 "$@"
 }
 
 unit_tests() {

@@ -26,7 +26,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -109,8 +109,7 @@ def case_rows(case: Path, gt_path: Path, runners: Sequence[VariantRunner], one_b
                                "oracle": dice(oracle_mask(volume, truth, predictor), truth)}
         row.update({name: values[label - 1] for name, values in scores.items()})
         for runner in runners if one_box else ():  # each variant's one-box rule, on the same predictor
-            params = runner.table.route(3, modality, runner.pool.available).params
-            params = params if isinstance(params, PropagateParams) else PropagateParams()
+            params = cast(PropagateParams, runner.table.strategy_params(modality, "propagate"))
             predictor.reset()
             row.update(one_box_row(volume, truth, predictor, params,
                                    one_box_column(runner.variant.label, runner is first)))

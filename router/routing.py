@@ -103,15 +103,16 @@ class RoutingTable:
         with path.open("rb") as handle:
             return cls(tomllib.load(handle), source=str(path))
 
+    def _merged(self, modality: str) -> dict[str, Any]:
+        """The modality's section merged over [default] ([default] alone for a modality without one)."""
+        return merge_entries(self.default, self.modalities.get(modality, self.default))
+
     def route(self, dim: int, modality: str, available: set[str] | None = None) -> Route:
         """Route for a case. `available`: models whose IR exists; others fall back to LiteMedSAM."""
         notes = []
-        entry = self.modalities.get(modality)
-        if entry is None:
-            entry = self.default
-            if modality.startswith(UNKNOWN_PREFIX):
-                notes.append(f"unknown modality '{modality[len(UNKNOWN_PREFIX):]}', default route")
-        merged = merge_entries(self.default, entry)
+        if modality not in self.modalities and modality.startswith(UNKNOWN_PREFIX):
+            notes.append(f"unknown modality '{modality[len(UNKNOWN_PREFIX):]}', default route")
+        merged = self._merged(modality)
         model = fallback_from = merged.get("model", FALLBACK_MODEL)
         if available is not None and model not in available:
             notes.append(f"{model} not built, fell back to {FALLBACK_MODEL}")
@@ -121,3 +122,10 @@ class RoutingTable:
         strategy = merged.get(STRATEGY_KEYS[dim], DEFAULTS[dim])
         params = STRATEGIES[strategy].params(**merged.get(strategy, {}))  # names and values checked on load
         return Route(model, strategy, params, "; ".join(notes), fallback_from)
+
+    def strategy_params(self, modality: str, strategy: str) -> StrategyParams:
+        """The parameters `strategy` runs with for `modality`, whichever strategy the modality routes to: the
+        interactive server's one-box rule is propagate's, also for a modality whose 3D route votes (PET)."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{strategy}' (known: {', '.join(STRATEGIES)})")
+        return STRATEGIES[strategy].params(**self._merged(modality).get(strategy, {}))

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -170,11 +170,12 @@ class SessionPredictor:
 
 
 class EngineVolume:
-    """A session's volume as the engine keeps it: (D, H, W) uint8, its route, its embedding cache and its
-    turned copies (a 2D box drawn in another view is segmented on the volume with that axis first)."""
+    """A session's volume as the engine keeps it: (D, H, W) uint8, its route, the one-box rule's parameters
+    (the table's propagate ones for its modality), its embedding cache and its turned copies (a 2D box drawn
+    in another view is segmented on the volume with that axis first)."""
 
-    def __init__(self, volume: np.ndarray, route: Route, cache_bytes: int) -> None:
-        self.volume, self.route = volume, route
+    def __init__(self, volume: np.ndarray, route: Route, one_box: PropagateParams, cache_bytes: int) -> None:
+        self.volume, self.route, self.one_box = volume, route, one_box
         self.cache = LockedCache(cache_bytes)
         self._turned: tuple[int, np.ndarray] | None = None  # one at a time: each is a copy of the volume
         self.stopped = threading.Event()
@@ -265,7 +266,8 @@ class ModelEngine:
 
     def open_volume(self, volume: np.ndarray, modality: str) -> EngineVolume:
         """The session's EngineVolume of a (D, H, W) uint8 volume; its axial slices start encoding now."""
-        opened = EngineVolume(volume, self.route(modality), self.cache_bytes)
+        one_box = cast(PropagateParams, self.table.strategy_params(canonical_modality(modality), "propagate"))
+        opened = EngineVolume(volume, self.route(modality), one_box, self.cache_bytes)
         if self.background:
             predictor = SessionPredictor(self._model(opened.route), opened.cache, 0, self.locks)
             opened.encode_in_background(predictor, self.foreground, self.memory)
@@ -290,8 +292,7 @@ class ModelEngine:
         # the memory guard sees the widest the object may grow: the box on every slice of the view
         reach = np.array([[plane[0], plane[1], 0, plane[2], plane[3], turned.shape[0] - 1]])
         predictor = self._predictor(volume, route, axis, reach, turned.shape)
-        params = route.params if isinstance(route.params, PropagateParams) else PropagateParams()
-        mask = segment_from_slice(turned, plane, z, predictor, params)
+        mask = segment_from_slice(turned, plane, z, predictor, volume.one_box)
         return np.moveaxis(np.asarray(mask, bool), 0, axis)
 
     def _predictor(self, volume: EngineVolume, route: Route, axis: int, boxes: np.ndarray,

@@ -139,6 +139,19 @@ def test_a_modality_parameter_table_overrides_only_the_keys_it_names(tmp_path):
     assert table.route(3, "CT").params == PropagateParams(core=0.25, skip_step=2, skip_dice=0.9)
 
 
+def test_strategy_params_of_a_modality_routed_to_another_strategy(tmp_path):
+    """The one-box rule's parameters for PET (routed to the vote) are the table's propagate ones, merged."""
+    config = tmp_path / "routes.toml"
+    config.write_text("[default.propagate]\none_box_step = 2\nstop_stability = 0.7\n"
+                      '[modality.PET]\nstrategy_3d = "triplanar_vote"\n[modality.PET.propagate]\none_box_step = 3\n')
+    table = RoutingTable.load(config)
+    assert table.route(3, "PET").strategy == "triplanar_vote"
+    assert table.strategy_params("PET", "propagate") == PropagateParams(one_box_step=3, stop_stability=0.7)
+    assert table.strategy_params("CT", "propagate") == PropagateParams(one_box_step=2, stop_stability=0.7)
+    with pytest.raises(ValueError, match="unknown strategy 'spiral'"):
+        table.strategy_params("CT", "spiral")
+
+
 def test_merged_parameters_are_checked_on_load(tmp_path):
     """Values each valid on their own but not together, one from [default], one from the modality's table."""
     config = tmp_path / "routes.toml"
