@@ -189,12 +189,12 @@ class VariantRunner:
             start = time.perf_counter()
             segs = self.baseline.segment_file(path)
             return segs, time.perf_counter() - start, self.baseline.encoder_calls - calls
-        from router.pipeline import segment_file
+        from router.pipeline import Segmenter
 
         dim, modality = parse_case_name(path.name)
         predictor = self.pool.get(self.table.route(dim, modality, self.pool.available).model)  # compile untimed
         calls = predictor.encoder_calls
-        done = segment_file(path, self.table, self.pool)
+        done = Segmenter(self.table, self.pool).segment_file(path)
         return done.segs, done.seconds, predictor.encoder_calls - calls
 
 

@@ -5,7 +5,7 @@ it (models compiled): the arrays as loaded and converted, the strategy's working
 masks, vote arrays, the embedding cache: its Strategy.working_bytes) and the model's inference buffers
 that are not allocated yet (its ModelSpec.buffers, models.registry.ModelBuffers, with the figures measured).
 OpenVINO keeps the buffers of the largest decoder batch it has run, so decoding fewer boxes at a time
-is the lever when a case does not fit (`plan_case`); below one box at a time the case is refused.
+is the lever when a case does not fit (`fitting_decode_batch`); below one box at a time the case is refused.
 
 Measured (VmHWM above VmRSS before the case, LiteMedSAM, models compiled, fresh process per case;
 `python -m benchmarks.memory`): on the 13 dev cases, 7 dev-sts cases, the 4 demo cases, the (100, 512,
@@ -194,7 +194,7 @@ def estimate_case(
     })
 
 
-def plan_case(estimate: Estimate, available: int | None, default_batch: int = DEFAULT_DECODE_BATCH) -> int:
+def fitting_decode_batch(estimate: Estimate, available: int | None, default_batch: int = DEFAULT_DECODE_BATCH) -> int:
     """The decoder batch to run a case with: `default_batch` when it fits (or nothing is known of the
     memory), else the largest smaller one that fits. Raises CaseError naming both sizes when none does."""
     if available is None or estimate.by_batch[default_batch] <= available:

@@ -454,34 +454,38 @@ def box_regions_3d(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return boxes[:, [2, 1, 0]], boxes[:, [5, 4, 3]]
 
 
-def _slice_count(boxes: np.ndarray, params: PropagateParams) -> int:
-    return propagation_steps(boxes)
-
-
 def sweep_bytes(pixels: int, masks: int) -> int:
     """A sweep's slice work (slice_bytes), with the masks of up to MAX_SKIP_STEP slices held between two
     decoded ones and the two float32 distance maps that interpolate them (SkipParams)."""
     return slice_bytes(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
 
 
-def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams, embeddings: EmbeddingRoom) -> int:
-    """On a (D, H, W) volume: label map, one sweep's masks, each box's kept mask (BoxMasks), the cached
-    embeddings of its slices."""
-    depth, height, width = shape
-    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
-    active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
-    cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
-    kept = box_masks_bytes(shape, *box_regions_3d(boxes), params.clip_to_box, label_bytes)
-    return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache + kept
+class Propagate(Strategy[PropagateParams]):
+    """Middle-slice box propagation along the volume's z axis (segment_propagate3d)."""
 
+    name = "propagate"
+    dim = 3
+    params = PropagateParams
 
-def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
-    """The boxes active on one slice, twice with `follow` (two prompts each); counted on all three axes (an
-    upper bound of the axial sweep's)."""
-    return most_active(shape, boxes) * (2 if params.follow else 1)
+    def run(self, image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, params: PropagateParams,
+            on_slice: OnSlice | None = None) -> np.ndarray:
+        return segment_propagate3d(image, boxes, predictor, params, on_slice)
 
+    def working_bytes(self, shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams,
+                      embeddings: EmbeddingRoom) -> int:
+        """On a (D, H, W) volume: label map, one sweep's masks, each box's kept mask (BoxMasks), the cached
+        embeddings of its slices."""
+        depth, height, width = shape
+        label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+        active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
+        cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
+        kept = box_masks_bytes(shape, *box_regions_3d(boxes), params.clip_to_box, label_bytes)
+        return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache + kept
 
-STRATEGY = Strategy(
-    "propagate", dim=3, run=segment_propagate3d, params=PropagateParams, working_bytes=working_bytes,
-    boxes_per_call=boxes_per_call, slice_count=_slice_count,
-)
+    def boxes_per_call(self, shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
+        """The boxes active on one slice, twice with `follow` (two prompts each); counted on all three axes (an
+        upper bound of the axial sweep's)."""
+        return most_active(shape, boxes) * (2 if params.follow else 1)
+
+    def slice_count(self, boxes: np.ndarray, params: PropagateParams) -> int:
+        return propagation_steps(boxes)
