@@ -111,7 +111,7 @@ def available_bytes(
 
 
 def read_bytes(dim: int, image: ArrayHeader, other_bytes: int) -> int:
-    """Peak of read_case: the arrays as loaded, the grey->RGB repeat, to_uint8's float64 work, the result.
+    """Peak of CaseFile.read: the arrays as loaded, the grey->RGB repeat, to_uint8's float64 work, the result.
 
     to_uint8 holds at most the image, a float64 copy, np.percentile's float64 copy and two float64
     temporaries of the scaling at once (8 + 8 + 16 bytes per element), plus the uint8 result.
@@ -136,8 +136,8 @@ def _decoder(buffers: ModelBuffers, warmth: Warmth, boxes_per_call: int, decode_
 
 
 def checked_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Raw `boxes` as stored -> (N, 4|6) int64 clipped to `shape`, as read_case will make them
-    (router.validation.clip_boxes); None when read_case will refuse them (only the reading is estimated)."""
+    """Raw `boxes` as stored -> (N, 4|6) int64 clipped to `shape`, as CaseFile.read will make them
+    (router.validation.clip_boxes); None when CaseFile.read will refuse them (only the reading is estimated)."""
     try:
         return clip_boxes(boxes, shape)
     except CaseError:
@@ -168,7 +168,7 @@ def estimate_case(
     """Upper bound of a case's peak memory above the process's current resident memory, per decoder batch.
 
     headers: read_headers of the case; boxes: its `boxes` as stored (None: not readable, estimate the
-    reading only, as read_case will refuse it); route: what will run it, whose strategy estimates its
+    reading only, as CaseFile.read will refuse it); route: what will run it, whose strategy estimates its
     working memory and whose model's buffers (ModelSpec.buffers) are counted. Read and run phases do not
     overlap (the loaded array is the case image or freed by its conversion), so the need is the larger of
     the two, plus MISC_BYTES. default_batch: the predictor's decoder batch; its halvings are estimated too.
