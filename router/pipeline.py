@@ -60,11 +60,6 @@ class CaseResult:
     seconds: float
 
 
-def slice_steps(case: Case, route: Route) -> int:
-    """How many slices a 3D case's strategy will visit (the total of its progress bar); 0 for 2D."""
-    return get_strategy(route.strategy).slice_count(case.boxes, route.params)
-
-
 @dataclass(frozen=True)
 class BatchedPredictor:
     """The route's predictor as one case's strategy sees it (router.strategies.ScoredBoxPredictor and
@@ -217,7 +212,8 @@ class Segmenter:
         return guarded_decode_batch(dim, headers, boxes, route, predictor, self.memory, name)
 
     def _run(self, case: Case, route: Route, decode_batch: int | None, progress: Progress | None = None) -> np.ndarray:
-        with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
+        slices = get_strategy(route.strategy).slice_count(case.boxes, route.params)  # the progress bar's total
+        with (progress or _no_progress)(case, route, slices) as on_slice:
             return segment_case(case, route, self.pool.get(route.model), on_slice=on_slice, decode_batch=decode_batch)
 
 
