@@ -37,7 +37,7 @@ def masks(ir_dir: Path, ov_cache: Path | None) -> tuple[np.ndarray, np.ndarray, 
 
 
 def loaded_from_cache(predictor: SamPredictor) -> bool:
-    return bool(predictor._encoder.get_compiled_model().get_property("LOADED_FROM_CACHE"))
+    return bool(predictor.model.encoder.get_property("LOADED_FROM_CACHE"))
 
 
 @pytest.fixture(scope="module")
