@@ -1,7 +1,7 @@
 """The memory guard's estimate against each case's real peak: `python -m benchmarks.memory CASE.npz ...`.
 
 Each case runs in a fresh process: models compiled, VmRSS read, the peak (VmHWM) reset through
-/proc/self/clear_refs, the case segmented through router.pipeline.segment_file, VmHWM read again. The
+/proc/self/clear_refs, the case segmented through router.pipeline.Segmenter.segment_file, VmHWM read again. The
 peak above the resident memory before the case is what router.memory.estimate_case bounds.
 `--big` adds benchmarks.big_cases' (100, 512, 512) volume and 2048x2048 image.
 """
@@ -32,7 +32,7 @@ def measure_one(path: Path, precision: str, threads: int) -> dict[str, object]:
     from models.pool import ModelPool
     from router.casefile import open_case
     from router.memory import Warmth, estimate_case
-    from router.pipeline import BOXES_MAX_BYTES, segment_file
+    from router.pipeline import BOXES_MAX_BYTES, Segmenter
     from router.routing import RoutingTable
 
     table = RoutingTable.load(None)
@@ -47,7 +47,7 @@ def measure_one(path: Path, precision: str, threads: int) -> dict[str, object]:
     before = _vm("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     with tempfile.TemporaryDirectory() as folder:
-        segment_file(path, table, pool, Path(folder) / path.name, memory=None)
+        Segmenter(table, pool, None).segment_file(path, Path(folder) / path.name)
     peak = _vm("VmHWM") - before
     return {"case": path.stem, "shape": list(headers["imgs"].shape), "boxes": 0 if boxes is None else len(boxes),
             "route": route.strategy, "estimate": estimate, "peak": peak}

@@ -21,7 +21,6 @@ outputs (benchmarks.study.StoredEmbeddingPredictor): DSC is exact, no seconds ar
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.prompt_gap import dice
-from benchmarks.study import StoredEmbeddingPredictor, parse_case_set
+from benchmarks.study import parse_case_set, predictor_maker
 from models.boxes import clip_to_boxes, grow_box, mask_bbox
 from models.pool import ModelPool
 from models.predictor import SamPredictor
@@ -126,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(names) - set(RULES))
     if unknown:
         parser.error(f"unknown rules {unknown}; known: {', '.join(RULES)}")
-    make = SamPredictor if args.store is None else functools.partial(StoredEmbeddingPredictor, store=args.store)
-    predictor = ModelPool(model_dir(), args.threads, args.precision, make_predictor=make).get("litemedsam")
+    pool = ModelPool(model_dir(), args.threads, args.precision, make_predictor=predictor_maker(args.store))
+    predictor = pool.get("litemedsam")
     scores: dict[str, list[list[float]]] = {}
     for spec in args.cases:
         for case, gt_path in parse_case_set(f"set={spec}").cases():

@@ -41,8 +41,8 @@ def matmul_roof(threads: int | None, repeats: int = 5) -> dict[str, float]:
     import openvino as ov
     import openvino.opset13 as ops
 
+    from models.compiled import compile_config
     from models.hardware import cpu_has_bf16
-    from models.predictor import compile_config
 
     n = ROOF_MATMUL
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ one-container-per-case timing. The child prints one JSON line; the parent collec
 tables and summaries (benchmarks.report).
 
 Methods: `torch` = benchmarks.baseline_torch.TorchBaseline (the official procedure: per box, no cache);
-`fp32`, `bf16`, `int8` = router.pipeline.segment_file with ModelPool(precision=) and the routing table.
+`fp32`, `bf16`, `int8` = router.pipeline.Segmenter.segment_file with ModelPool(precision=) and the routing table.
 
 Times: `load` = heavy imports + model load/compile; `s` = the case only (reading the .npz included,
 writing the output excluded). Peak RSS is read before scoring, so DSC/NSD cost no memory in the figures.
@@ -97,7 +97,7 @@ def run_child(method: str, case_path: Path, gt_path: Path | None, threads: int |
         calls, encoder_total = baseline.encoder_calls, baseline.encoder_seconds
     elif method in PIPELINE_METHODS:
         from models.pool import ModelPool
-        from router.pipeline import segment_file
+        from router.pipeline import Segmenter
 
         directory = models or model_dir()
         # int8: route only to models with an INT8 encoder
@@ -106,7 +106,7 @@ def run_child(method: str, case_path: Path, gt_path: Path | None, threads: int |
         dim, modality = parse_case_name(case_path.name)
         pool.get(table.route(dim, modality, pool.available).model)  # compile now, outside the case time
         loaded = time.perf_counter()
-        done = segment_file(case_path, table, pool)
+        done = Segmenter(table, pool).segment_file(case_path)
         segs, seconds = done.segs, done.seconds
         predictor = pool.get(done.route.model)
         result.update(model=done.route.model, route=done.route.describe())

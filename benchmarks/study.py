@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import csv
 import fnmatch
-import functools
 import hashlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runner import score_segs
+from models.compiled import CompiledSam, compile_sam
 from models.hardware import cpu_budget
-from models.predictor import Embedding, SamPredictor
+from models.predictor import DEFAULT_CACHE_BYTES, Embedding, SamPredictor
 from models.registry import PRECISIONS, ModelSpec, model_dir
 from router.modality import CaseNameError, parse_case_name
 from router.routing import RoutingTable
@@ -136,10 +136,10 @@ class StoredEmbeddingPredictor(SamPredictor):
     seconds are not, and the study says so.
     """
 
-    def __init__(self, spec: ModelSpec, directory: Path, threads: int | None, precision: str, cache_bytes: int,
-                 *, store: Path, ov_cache: Path | None = None) -> None:
-        super().__init__(spec, directory, threads, precision, cache_bytes, ov_cache=ov_cache)
-        self.store = store / f"{spec.name}-{precision}-{model_digest(precision, directory)}"
+    def __init__(self, model: CompiledSam, cache_bytes: int = DEFAULT_CACHE_BYTES, *, store: Path) -> None:
+        super().__init__(model, cache_bytes)
+        directory = model.directory or Path(".")
+        self.store = store / f"{model.spec.name}-{model.precision}-{model_digest(model.precision, directory)}"
         self.store.mkdir(parents=True, exist_ok=True)
 
     def encode(self, image: np.ndarray) -> Embedding:
@@ -155,6 +155,19 @@ class StoredEmbeddingPredictor(SamPredictor):
         return embedding
 
 
+def predictor_maker(store: Path | None) -> Callable[..., SamPredictor]:
+    """ModelPool's make_predictor: SamPredictor.compile, or with a `store` StoredEmbeddingPredictors on it."""
+    if store is None:
+        return SamPredictor.compile
+
+    def compile_stored(spec: ModelSpec, directory: Path, threads: int | None, precision: str, cache_bytes: int,
+                       ov_cache: Path | None = None) -> SamPredictor:
+        return StoredEmbeddingPredictor(compile_sam(spec, directory, threads, precision, ov_cache=ov_cache),
+                                        cache_bytes, store=store)
+
+    return compile_stored
+
+
 class VariantRunner:
     """Segments cases one way, models compiled once; `run(case)` -> (label map, seconds, encoder passes)."""
 
@@ -167,8 +180,7 @@ class VariantRunner:
         else:
             from models.pool import ModelPool
 
-            make = SamPredictor if store is None else functools.partial(StoredEmbeddingPredictor, store=store)
-            self.pool = ModelPool(models, threads, variant.method, make_predictor=make)
+            self.pool = ModelPool(models, threads, variant.method, make_predictor=predictor_maker(store))
             self.table = RoutingTable.load(variant.config)
 
     def run(self, path: Path) -> tuple[np.ndarray, float, int]:
@@ -177,12 +189,12 @@ class VariantRunner:
             start = time.perf_counter()
             segs = self.baseline.segment_file(path)
             return segs, time.perf_counter() - start, self.baseline.encoder_calls - calls
-        from router.pipeline import segment_file
+        from router.pipeline import Segmenter
 
         dim, modality = parse_case_name(path.name)
         predictor = self.pool.get(self.table.route(dim, modality, self.pool.available).model)  # compile untimed
         calls = predictor.encoder_calls
-        done = segment_file(path, self.table, self.pool)
+        done = Segmenter(self.table, self.pool).segment_file(path)
         return done.segs, done.seconds, predictor.encoder_calls - calls
 
 

@@ -34,20 +34,21 @@ class ModelPool:
     where it holds fp32's accuracy (models.hardware.F16_WITHIN_BOUND), else fp32. The choice is
     logged once, with the figures behind it. available: the models routes may take (None: every model
     exported in `directory`). ov_cache: OpenVINO's compiled-model cache folder (see
-    models.predictor.SamPredictor), None for $SEG_OV_CACHE_DIR or none.
+    models.compiled.compile_sam), None for $SEG_OV_CACHE_DIR or none.
     """
 
     def __init__(
         self, directory: Path | None = None, threads: int | None = None, precision: str = "auto",
         cache_bytes: int = DEFAULT_CACHE_BYTES, ov_cache: Path | None = None, available: set[str] | None = None,
-        make_predictor: Callable[..., SamPredictor] = SamPredictor,
+        make_predictor: Callable[..., SamPredictor] = SamPredictor.compile,
     ) -> None:
         self.directory = Path(directory or model_dir())
         self.ov_cache = ov_cache
         self.threads = threads
         self.precision = precision
         self.cache_bytes = cache_bytes
-        self.make_predictor = make_predictor  # SamPredictor's arguments -> one (benchmarks.study stores embeddings)
+        # SamPredictor.compile's arguments -> a predictor (benchmarks.study's stores its embeddings)
+        self.make_predictor = make_predictor
         self.available = available if available is not None else {
             name for name in MODELS if is_available(name, self.directory)}
         self._predictors: dict[str, SamPredictor] = {}

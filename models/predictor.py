@@ -5,21 +5,18 @@ The predictor knows nothing about strategies; strategies know nothing about whic
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import openvino as ov
 
-from models.hardware import cpu_flags, shared_core
-from models.registry import PRECISIONS, ModelSpec, model_dir
+from models.compiled import CompiledSam, compile_sam
+from models.registry import ModelSpec
 from models.transforms import (
     longest_side_shape,
     postprocess_masks,
@@ -30,16 +27,6 @@ from models.transforms import (
 
 DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_DECODE_BATCH = 16  # boxes per decoder call (SamPredictor's decode_batch)
-# How ov.save_model writes OpenVINO's "keep this op in f32" mark (models/export/ir_precision.py).
-PRECISE_ATTRIBUTE = "DisablePrecisionConversion"
-
-log = logging.getLogger("seg")
-
-
-def has_precise_stem(model: ov.Model) -> bool:
-    """Whether an encoder IR marks its input layers to stay f32 under a bf16 hint (the export marks the
-    input Parameter too, so looking there suffices)."""
-    return any(key.startswith(PRECISE_ATTRIBUTE) for op in model.get_parameters() for key in op.get_rt_info())
 
 
 @dataclass(frozen=True)
@@ -92,102 +79,24 @@ class EmbeddingCache:
         return len(self._items)
 
 
-def compile_config(threads: int | None, precision: str) -> dict[str, str]:
-    """OpenVINO CPU properties for a low-latency single request (encoder and decoder alike).
-
-    The inference precision is always explicit: on CPUs with AMX/AVX-512 BF16 OpenVINO would otherwise
-    run "FP32" models in bf16 silently. "bf16" computes both networks in bf16 except the encoder's input
-    layers, which the export marks to stay f32; "int8" runs the INT8 encoder IR with its float parts
-    and the decoder in f32; "f16" computes both in f16 (Arm's default, which "fp32" must therefore name).
-    """
-    hint = {"bf16": "bf16", "f16": "f16"}.get(precision, "f32")
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
-    return config
-
-
-def cache_key(core: ov.Core, config: dict[str, str]) -> str:
-    """The subfolder of a user's OpenVINO cache for this OpenVINO, CPU and compile configuration.
-
-    OpenVINO names a blob by a hash of the model and of what it deems relevant of the rest (measured: one
-    made with one thread and a bf16 hint has the name of one made with two and f32), and recompiles when a
-    blob is unreadable or made from another model (tests/test_ov_cache.py). Keying the folder on the
-    OpenVINO version, the CPU's brand string and feature flags (one brand with AVX-512 masked off in a
-    VM is another CPU) and every compile property makes sure that a blob is only ever loaded where it
-    was made for exactly this.
-    """
-    facts = [ov.get_version(), str(core.get_property("CPU", "FULL_DEVICE_NAME")), " ".join(sorted(cpu_flags())),
-             *(f"{key}={value}" for key, value in sorted(config.items()))]
-    return sha256("\n".join(facts).encode()).hexdigest()[:16]
-
-
-def with_cache_dir(core: ov.Core, config: dict[str, str], cache_dir: Path | str | None) -> dict[str, str]:
-    """`config` plus CACHE_DIR, the subfolder of `cache_dir` for this OpenVINO, CPU and configuration
-    (cache_key); `config` unchanged where there is no cache folder or it cannot be made."""
-    if not cache_dir:
-        return config
-    folder = Path(cache_dir) / cache_key(core, config)
-    try:  # OpenVINO fails to compile at all where it cannot make the folder
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        log.warning("WARNING: OpenVINO cache %s unusable (%s): compiling without it", cache_dir,
-                    error.strerror or error)
-        return config
-    return {**config, "CACHE_DIR": str(folder)}  # per compile: the Core is shared (models.hardware.shared_core)
-
-
-def compile_requests(
-    core: ov.Core, spec: ModelSpec, directory: Path, precision: str, config: dict[str, str]
-) -> tuple[ov.InferRequest, ov.InferRequest]:
-    """(encoder, decoder) infer requests of `spec`'s IR files in `directory` at `precision`."""
-    encoder_file = spec.encoder_int8_file if precision == "int8" else spec.encoder_file
-    if not (directory / encoder_file).is_file():
-        raise FileNotFoundError(f"{directory / encoder_file} is missing (run ./build.sh export)")
-    # The decoder compiles in a second thread while the encoder reads and compiles (OpenVINO's Core is
-    # thread-safe and releases the GIL): compiling is most of a one-image container's start-up.
-    with ThreadPoolExecutor(max_workers=1) as background:
-        decoder = background.submit(core.compile_model, directory / spec.decoder_file, "CPU", config)
-        encoder = core.read_model(directory / encoder_file)  # read once: checked, then compiled
-        if precision == "bf16" and not has_precise_stem(encoder):
-            log.warning("WARNING: %s has no f32 mark on its input layers, so bf16 will lose accuracy on "
-                        "low-contrast images; re-export it with ./build.sh export", directory / encoder_file)
-        encoder_request = core.compile_model(encoder, "CPU", config).create_infer_request()
-        return encoder_request, decoder.result().create_infer_request()
-
-
 class SamPredictor:
-    """Encoder + decoder of one exported model, with an embedding cache.
+    """A session on one compiled model (models.compiled.CompiledSam): the current image's embedding, an
+    embedding cache and counts of the work done. It compiles nothing and reads no environment:
+    `SamPredictor.compile(spec, ...)` compiles a model's IR (models.compiled.compile_sam) and makes one.
 
-    spec: which model (see models.registry); directory: folder with its IR files.
-    threads: CPU threads for OpenVINO (None: all cores); precision: one of models.registry.PRECISIONS.
-    decode_batch: boxes per decoder call. The decoder's cost is per box whatever the batch, but its
-        intermediates grow with it (the image embedding is repeated per box): 16 keeps a 125-box
-        image well under 1 GiB, where 64 peaked at 3 GiB.
-    ov_cache: a folder for OpenVINO's compiled-model cache (CACHE_DIR), kept across runs or containers
-        (predict.py --ov-cache); None: $SEG_OV_CACHE_DIR, else no cache (the default). It saves most of the
-        compile on later runs on the same CPU model (docs/results.md, "Start-up and image size").
+    cache_bytes: the embedding cache's budget. decode_batch: boxes per decoder call. The decoder's cost is per
+        box whatever the batch, but its intermediates grow with it (the image embedding is repeated per box):
+        16 keeps a 125-box image well under 1 GiB, where 64 peaked at 3 GiB.
     """
 
     def __init__(
-        self,
-        spec: ModelSpec,
-        directory: Path | None = None,
-        threads: int | None = None,
-        precision: str = "fp32",
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        decode_batch: int = DEFAULT_DECODE_BATCH,
-        core: ov.Core | None = None,
-        ov_cache: Path | None = None,
+        self, model: CompiledSam, cache_bytes: int = DEFAULT_CACHE_BYTES, decode_batch: int = DEFAULT_DECODE_BATCH
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
-        self.spec = spec
-        self.precision = precision  # the precision it was compiled at
-        core = core or shared_core()
-        cache_dir = ov_cache or os.environ.get("SEG_OV_CACHE_DIR")
-        config = with_cache_dir(core, compile_config(threads, precision), cache_dir)
-        self._encoder, self._decoder = compile_requests(core, spec, Path(directory or model_dir()), precision, config)
+        self.model = model
+        self.spec = model.spec
+        self.precision = model.precision  # the precision it was compiled at
+        self._encoder = model.encoder.create_infer_request()
+        self._decoder = model.decoder.create_infer_request()
         self.cache = EmbeddingCache(cache_bytes)
         self.decode_batch = decode_batch
         self.largest_decoded_batch = 0  # OpenVINO keeps the buffers of the largest batch run (router.memory)
@@ -195,6 +104,17 @@ class SamPredictor:
         self.decoder_calls = 0  # decoder infer calls (a call decodes up to decode_batch boxes), for benchmarks
         self.encoder_seconds = 0.0  # time in the encoder (preprocessing included), for benchmarks
         self._embedding: Embedding | None = None
+
+    @classmethod
+    def compile(
+        cls, spec: ModelSpec, directory: Path | None = None, threads: int | None = None, precision: str = "fp32",
+        cache_bytes: int = DEFAULT_CACHE_BYTES, decode_batch: int = DEFAULT_DECODE_BATCH,
+        core: ov.Core | None = None, ov_cache: Path | None = None,
+    ) -> Self:
+        """A predictor on `spec`'s IR in `directory` compiled at `precision` on `threads`
+        (models.compiled.compile_sam says which files, and how `directory`, `threads` and `ov_cache` default)."""
+        return cls(compile_sam(spec, directory, threads, precision, core=core, ov_cache=ov_cache), cache_bytes,
+                   decode_batch)
 
     def encode(self, image: np.ndarray) -> Embedding:
         """(H, W, 3) or grey (H, W) uint8 -> Embedding (always runs the encoder)."""

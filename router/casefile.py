@@ -201,7 +201,7 @@ def open_case(path: Path) -> Iterator[CaseFile]:
 
 def segs_shape(dim: int, image: ArrayHeader) -> tuple[int, ...] | None:
     """The label map's shape for an `imgs` header: (H, W) for 2D, (D, H, W) for 3D; None when the header's
-    shape is not one read_case accepts (it will say why)."""
+    shape is not one CaseFile.read accepts (it will say why)."""
     if dim == 2 and (len(image.shape) == 2 or (len(image.shape) == 3 and image.shape[2] in (1, 3, 4))):
         return image.shape[:2]
     if dim == 3 and len(image.shape) == 3:

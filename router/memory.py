@@ -5,7 +5,7 @@ it (models compiled): the arrays as loaded and converted, the strategy's working
 masks, vote arrays, the embedding cache: its Strategy.working_bytes) and the model's inference buffers
 that are not allocated yet (its ModelSpec.buffers, models.registry.ModelBuffers, with the figures measured).
 OpenVINO keeps the buffers of the largest decoder batch it has run, so decoding fewer boxes at a time
-is the lever when a case does not fit (`plan_case`); below one box at a time the case is refused.
+is the lever when a case does not fit (`fitting_decode_batch`); below one box at a time the case is refused.
 
 Measured (VmHWM above VmRSS before the case, LiteMedSAM, models compiled, fresh process per case;
 `python -m benchmarks.memory`): on the 13 dev cases, 7 dev-sts cases, the 4 demo cases, the (100, 512,
@@ -111,7 +111,7 @@ def available_bytes(
 
 
 def read_bytes(dim: int, image: ArrayHeader, other_bytes: int) -> int:
-    """Peak of read_case: the arrays as loaded, the grey->RGB repeat, to_uint8's float64 work, the result.
+    """Peak of CaseFile.read: the arrays as loaded, the grey->RGB repeat, to_uint8's float64 work, the result.
 
     to_uint8 holds at most the image, a float64 copy, np.percentile's float64 copy and two float64
     temporaries of the scaling at once (8 + 8 + 16 bytes per element), plus the uint8 result.
@@ -136,8 +136,8 @@ def _decoder(buffers: ModelBuffers, warmth: Warmth, boxes_per_call: int, decode_
 
 
 def checked_boxes(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Raw `boxes` as stored -> (N, 4|6) int64 clipped to `shape`, as read_case will make them
-    (router.validation.clip_boxes); None when read_case will refuse them (only the reading is estimated)."""
+    """Raw `boxes` as stored -> (N, 4|6) int64 clipped to `shape`, as CaseFile.read will make them
+    (router.validation.clip_boxes); None when CaseFile.read will refuse them (only the reading is estimated)."""
     try:
         return clip_boxes(boxes, shape)
     except CaseError:
@@ -168,7 +168,7 @@ def estimate_case(
     """Upper bound of a case's peak memory above the process's current resident memory, per decoder batch.
 
     headers: read_headers of the case; boxes: its `boxes` as stored (None: not readable, estimate the
-    reading only, as read_case will refuse it); route: what will run it, whose strategy estimates its
+    reading only, as CaseFile.read will refuse it); route: what will run it, whose strategy estimates its
     working memory and whose model's buffers (ModelSpec.buffers) are counted. Read and run phases do not
     overlap (the loaded array is the case image or freed by its conversion), so the need is the larger of
     the two, plus MISC_BYTES. default_batch: the predictor's decoder batch; its halvings are estimated too.
@@ -194,7 +194,7 @@ def estimate_case(
     })
 
 
-def plan_case(estimate: Estimate, available: int | None, default_batch: int = DEFAULT_DECODE_BATCH) -> int:
+def fitting_decode_batch(estimate: Estimate, available: int | None, default_batch: int = DEFAULT_DECODE_BATCH) -> int:
     """The decoder batch to run a case with: `default_batch` when it fits (or nothing is known of the
     memory), else the largest smaller one that fits. Raises CaseError naming both sizes when none does."""
     if available is None or estimate.by_batch[default_batch] <= available:

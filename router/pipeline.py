@@ -31,7 +31,7 @@ from router.casefile import (
     segs_shape,
     write_segs,
 )
-from router.memory import Warmth, available_bytes, estimate_case, gib, plan_case
+from router.memory import Warmth, available_bytes, estimate_case, fitting_decode_batch, gib
 from router.routing import Route, RoutingTable
 from router.strategies import OnSlice
 from router.strategies.registry import get_strategy
@@ -60,15 +60,11 @@ class CaseResult:
     seconds: float
 
 
-def slice_steps(case: Case, route: Route) -> int:
-    """How many slices a 3D case's strategy will visit (the total of its progress bar); 0 for 2D."""
-    return get_strategy(route.strategy).slice_count(case.boxes, route.params)
-
-
 @dataclass(frozen=True)
-class Decoding:
-    """A predictor as one case's strategy sees it (router.strategies.ScoredBoxPredictor): `predict` decodes
-    `batch` boxes per call (None: the predictor's own), so the predictor is never reconfigured."""
+class BatchedPredictor:
+    """The route's predictor as one case's strategy sees it (router.strategies.ScoredBoxPredictor and
+    EmbeddingPredictor): `predict` decodes `batch` boxes per call (None: the predictor's own), the batch the
+    memory guard chose for this case, so the shared predictor is never reconfigured."""
 
     predictor: SamPredictor
     batch: int | None = None
@@ -97,26 +93,26 @@ def segment_case(
     strategy = get_strategy(route.strategy)
     predictor.reset()  # embeddings never carry over from one case to the next
     try:
-        return strategy.run(case.image, case.boxes, Decoding(predictor, decode_batch), route.params, on_slice)
+        return strategy.run(case.image, case.boxes, BatchedPredictor(predictor, decode_batch), route.params, on_slice)
     finally:
         predictor.reset()  # free the cache's memory between cases
 
 
-def plan_memory(
+def guarded_decode_batch(
     dim: int, headers: dict[str, ArrayHeader], boxes: np.ndarray | None, route: Route, predictor: SamPredictor,
     memory: Memory = available_bytes, name: str = "case",
 ) -> int:
-    """The decoder batch a case can run with in the memory left, from its arrays' `headers` and its `boxes`
-    as stored (nothing large is decompressed): the predictor's own when it fits. `predictor` is the route's,
-    compiled before `memory()` is asked. Raises CaseError naming the need and the room when the case cannot
-    fit at all; `name` names the case in the warning that a smaller batch is used."""
+    """The decoder batch the memory guard allows a case in the memory left, from its arrays' `headers` and its
+    `boxes` as stored (nothing large is decompressed): the predictor's own when it fits. `predictor` is the
+    route's, compiled before `memory()` is asked. Raises CaseError naming the need and the room when the case
+    cannot fit at all; `name` names the case in the warning that a smaller batch is used."""
     default_batch = predictor.decode_batch
     if "imgs" not in headers:
-        return default_batch  # read_case names the missing key
+        return default_batch  # CaseFile.read names the missing key
     warmth = Warmth(predictor.encoder_calls > 0, predictor.largest_decoded_batch)
     estimate = estimate_case(dim, headers, boxes, route, warmth, predictor.cache.budget_bytes, default_batch)
     available = memory()
-    batch = plan_case(estimate, available, default_batch)
+    batch = fitting_decode_batch(estimate, available, default_batch)
     if batch != default_batch:
         log.warning("%s: decoding %d boxes at a time to fit in memory (needs %s at %d, %s available)",
                     name, batch, gib(estimate.by_batch[default_batch]), default_batch, gib(available or 0))
@@ -213,10 +209,11 @@ class Segmenter:
         if self.memory is None:
             return None
         predictor = self.pool.get(route.model)  # compiled first: its memory is then part of what is already used
-        return plan_memory(dim, headers, boxes, route, predictor, self.memory, name)
+        return guarded_decode_batch(dim, headers, boxes, route, predictor, self.memory, name)
 
     def _run(self, case: Case, route: Route, decode_batch: int | None, progress: Progress | None = None) -> np.ndarray:
-        with (progress or _no_progress)(case, route, slice_steps(case, route)) as on_slice:
+        slices = get_strategy(route.strategy).slice_count(case.boxes, route.params)  # the progress bar's total
+        with (progress or _no_progress)(case, route, slices) as on_slice:
             return segment_case(case, route, self.pool.get(route.model), on_slice=on_slice, decode_batch=decode_batch)
 
 
@@ -256,19 +253,6 @@ class RunConfig:
         pool = ModelPool(Path(self.models) if self.models else None, threads or self.threads, self.precision,
                          self.cache_bytes, ov_cache=Path(self.ov_cache) if self.ov_cache else None)
         return Segmenter(table, pool)
-
-
-def segment_file(
-    path: Path,
-    table: RoutingTable,
-    pool: ModelPool,
-    output: Path | None = None,
-    on_route: OnRoute | None = None,
-    progress: Progress | None = None,
-    memory: Memory | None = available_bytes,
-) -> CaseResult:
-    """Segmenter(table, pool, memory).segment_file(path, output, on_route, progress): one case file."""
-    return Segmenter(table, pool, memory).segment_file(path, output, on_route, progress)
 
 
 def is_done(path: Path, output: Path) -> bool:

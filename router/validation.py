@@ -1,6 +1,6 @@
 """A case's arrays as loaded -> the arrays the pipeline runs on, or a one-line reason why not. No file I/O.
 
-`validate_case` is the one check of a case's content: router.casefile.read_case runs it on what it
+`validate_case` is the one check of a case's content: router.casefile.CaseFile.read runs it on what it
 loaded, seg-convert (convert/boxes.py) runs `clip_boxes` on the boxes it makes, and the memory guard
 (router/memory.py) estimates from the boxes `clip_boxes` accepts. Axis order and box layout are
 router/casefile.py's (its module docstring).

@@ -34,7 +34,7 @@ from models.predictor import DEFAULT_CACHE_BYTES, Embedding, EmbeddingCache, Sam
 from router.casefile import ArrayHeader
 from router.memory import MISC_BYTES, available_bytes, gib
 from router.modality import parse_case_name
-from router.pipeline import Memory, plan_memory
+from router.pipeline import Memory, guarded_decode_batch
 from router.routing import Route, RoutingTable
 from router.strategies.propagate3d import PropagateParams, segment_from_slice
 from router.strategies.registry import get_strategy
@@ -303,8 +303,8 @@ class ModelEngine:
         batch = None
         if self.memory is not None:
             try:
-                batch = plan_memory(3, {"imgs": ArrayHeader(tuple(shape), np.dtype(np.uint8))}, boxes, route, model,
-                                    self.memory, "box")
+                headers = {"imgs": ArrayHeader(tuple(shape), np.dtype(np.uint8))}
+                batch = guarded_decode_batch(3, headers, boxes, route, model, self.memory, "box")
             except CaseError as error:
                 raise ProtocolError(507, str(error)) from None
         return SessionPredictor(model, volume.cache, axis, self.locks, batch)

@@ -58,7 +58,7 @@ def litemedsam(ir_dir):
     from models.predictor import SamPredictor
     from models.registry import get_spec
 
-    return SamPredictor(get_spec("litemedsam"), ir_dir)
+    return SamPredictor.compile(get_spec("litemedsam"), ir_dir)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from models.compiled import has_precise_stem
 from models.export.efficientvit_sam import (
     CheckpointMismatchError,
     export_efficientvit_sam,
     load_efficientvit_sam,
 )
 from models.export.weights import WeightsMismatchError, find_weights, load_manifest
-from models.predictor import has_precise_stem
 
 ov = pytest.importorskip("openvino")
 pytestmark = pytest.mark.integration  # torch and the model export

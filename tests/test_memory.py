@@ -18,7 +18,7 @@ from router.memory import (
     available_bytes,
     cgroup_memory_limit,
     estimate_case,
-    plan_case,
+    fitting_decode_batch,
 )
 from router.routing import Route
 from tests.helpers import forged_npz, strategy_route, write_case
@@ -81,7 +81,7 @@ def test_a_bomb_is_refused_naming_both_sizes(tmp_path):
     estimate = estimate_case(3, headers, np.array([[1, 1, 1, 4, 4, 4]]), strategy_route("propagate"))
     assert estimate.by_batch[1] > 10.8e9
     with pytest.raises(CaseError, match=r"needs \d+\.\d\d GiB of memory, 7\.00 GiB available"):
-        plan_case(estimate, 7 * GIB)
+        fitting_decode_batch(estimate, 7 * GIB)
 
 
 def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
@@ -91,16 +91,16 @@ def test_fewer_boxes_per_decoder_call_when_that_fits(tmp_path):
     assert sorted(estimate.by_batch, reverse=True) == [16, 8, 4, 2, 1]  # the predictor's batch, halved
     needs = [estimate.by_batch[batch] for batch in (16, 8, 4, 2, 1)]
     assert needs == sorted(needs, reverse=True) and needs[0] > needs[-1] + 400 * MIB  # 15 boxes x 32 MiB
-    assert plan_case(estimate, needs[0]) == 16
-    assert plan_case(estimate, needs[0] - 1) == 8
-    assert plan_case(estimate, needs[-1]) == 1
-    assert plan_case(estimate, None) == 16  # memory unknown: no guard
+    assert fitting_decode_batch(estimate, needs[0]) == 16
+    assert fitting_decode_batch(estimate, needs[0] - 1) == 8
+    assert fitting_decode_batch(estimate, needs[-1]) == 1
+    assert fitting_decode_batch(estimate, None) == 16  # memory unknown: no guard
     with pytest.raises(CaseError, match="needs"):
-        plan_case(estimate, needs[-1] - 1)
+        fitting_decode_batch(estimate, needs[-1] - 1)
     # a predictor made with a larger decoder batch is planned from its own (it was a KeyError: 32)
     larger = estimate_case(2, headers, boxes, strategy_route("image2d"), default_batch=32)
     assert sorted(larger.by_batch) == [1, 2, 4, 8, 16, 32] and larger.by_batch[32] > needs[0]
-    assert plan_case(larger, None, 32) == 32 and plan_case(larger, needs[0], 32) == 16
+    assert fitting_decode_batch(larger, None, 32) == 32 and fitting_decode_batch(larger, needs[0], 32) == 16
     # a warm predictor has its buffers already: only growth beyond its largest batch counts
     warm = estimate_case(2, headers, boxes, strategy_route("image2d"), Warmth(encoded=True, largest_decoded_batch=16))
     assert warm.by_batch[16] == warm.by_batch[1] < needs[-1]
@@ -123,15 +123,19 @@ def test_the_strategy_estimates_its_own_working_memory(tmp_path, monkeypatch):
     from router.strategies import Strategy, registry
     from router.strategies.image2d import Image2dParams
 
-    def working_bytes(shape, boxes, params, embeddings):
-        return 7 * GIB
+    class Fake2d(Strategy[Image2dParams]):
+        name, dim, params = "fake2d", 2, Image2dParams
 
-    def boxes_per_call(shape, boxes, params):
-        return 1
+        def run(self, image, boxes, predictor, params, on_slice=None):
+            raise AssertionError("an estimate runs nothing")
 
-    fake = Strategy("fake2d", dim=2, run=lambda *args: None, params=Image2dParams, working_bytes=working_bytes,
-                    boxes_per_call=boxes_per_call)
-    monkeypatch.setitem(registry.STRATEGIES, "fake2d", fake)
+        def working_bytes(self, shape, boxes, params, embeddings):
+            return 7 * GIB
+
+        def boxes_per_call(self, shape, boxes, params):
+            return 1
+
+    monkeypatch.setitem(registry.STRATEGIES, "fake2d", Fake2d())
     headers = headers_of(tmp_path, np.zeros((64, 64, 3), np.uint8))
     boxes = np.array([[1, 1, 30, 30]] * 20)
     estimate = estimate_case(2, headers, boxes, Route("litemedsam", "fake2d", Image2dParams()))

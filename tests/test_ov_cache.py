@@ -2,7 +2,7 @@
 cause of different results when it is stale, foreign or broken.
 
 Each OpenVINO version, CPU (brand string and flags) and compile configuration has its own subfolder
-(models.predictor.cache_key), so a blob made for another is never looked up; within one, the tests put
+(models.compiled.cache_key), so a blob made for another is never looked up; within one, the tests put
 another model's blob under the name looked up (an older export), overwrite blobs with noise and truncate
 them: each time the masks and embeddings must equal those of a predictor compiled without any cache.
 """
@@ -29,7 +29,7 @@ def disc_image() -> tuple[np.ndarray, np.ndarray]:
 
 
 def masks(ir_dir: Path, ov_cache: Path | None) -> tuple[np.ndarray, np.ndarray, SamPredictor]:
-    predictor = SamPredictor(SPEC, ir_dir, threads=2, precision="fp32", ov_cache=ov_cache)
+    predictor = SamPredictor.compile(SPEC, ir_dir, threads=2, precision="fp32", ov_cache=ov_cache)
     image, boxes = disc_image()
     predictor.set_image(image)
     features = predictor.encode(image).features
@@ -37,7 +37,7 @@ def masks(ir_dir: Path, ov_cache: Path | None) -> tuple[np.ndarray, np.ndarray, 
 
 
 def loaded_from_cache(predictor: SamPredictor) -> bool:
-    return bool(predictor._encoder.get_compiled_model().get_property("LOADED_FROM_CACHE"))
+    return bool(predictor.model.encoder.get_property("LOADED_FROM_CACHE"))
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_other_configurations_and_cpus_never_share_blobs(ir_dir: Path, tmp_path:
     OpenVINO version and CPU (brand and flags) has its own subfolder: no blob made for another is looked up."""
     import openvino as ov
 
-    from models.predictor import cache_key, compile_config
+    from models.compiled import cache_key, compile_config
 
     core = ov.Core()
     keys = {cache_key(core, compile_config(threads, precision))
@@ -97,7 +97,7 @@ def test_other_configurations_and_cpus_never_share_blobs(ir_dir: Path, tmp_path:
     assert len(keys) == 6  # int8 computes its float parts in f32: the encoder file differs, not the config
     cache = tmp_path / "ov"
     masks(ir_dir, cache)
-    SamPredictor(SPEC, ir_dir, threads=1, precision="bf16", ov_cache=cache)
+    SamPredictor.compile(SPEC, ir_dir, threads=1, precision="bf16", ov_cache=cache)
     folders = sorted(path.name for path in cache.iterdir())
     assert len(folders) == 2 and all(len(list((cache / name).glob("*.blob"))) == 2 for name in folders)
     found, features, predictor = masks(ir_dir, cache)

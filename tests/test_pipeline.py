@@ -15,7 +15,7 @@ import pytest
 from models.pool import ModelPool
 from router.casefile import CaseError, read_headers
 from router.memory import GIB, Warmth, estimate_case
-from router.pipeline import segment_file
+from router.pipeline import Segmenter
 from router.routing import RoutingTable
 from tests.helpers import forged_npz, write_case
 
@@ -46,7 +46,7 @@ def test_memory_guard_passes_a_smaller_decoder_batch_and_leaves_the_predictor_as
     lines = Lines()
     seg_log.addHandler(lines)
     try:
-        small = segment_file(path, table, pool, memory=lambda: estimate.by_batch[8])
+        small = Segmenter(table, pool, lambda: estimate.by_batch[8]).segment_file(path)
     finally:
         seg_log.removeHandler(lines)
     assert lines.lines == ["2DBox_Endoscopy_many.npz: decoding 8 boxes at a time to fit in memory (needs "
@@ -54,7 +54,7 @@ def test_memory_guard_passes_a_smaller_decoder_batch_and_leaves_the_predictor_as
                            f"{estimate.by_batch[8] / (1 << 30):.2f} GiB available)"]
     assert predictor.largest_decoded_batch == 8, "the largest batch decoded is the one the guard chose"
     assert predictor.decode_batch == 16, "the predictor's own batch is not rewritten"
-    whole = segment_file(path, table, pool, memory=None)
+    whole = Segmenter(table, pool, None).segment_file(path)
     assert predictor.largest_decoded_batch == 16
     assert np.mean(small.segs == whole.segs) > 0.999  # the batch changes the memory, not the masks
 
@@ -118,7 +118,7 @@ def test_a_case_file_is_opened_once(tmp_path, monkeypatch, memory) -> None:
     path = write_case(tmp_path / "2DBox_Endoscopy_a.npz", imgs=image, boxes=np.array([[5, 6, 20, 30]]))
     pool = ModelPool(tmp_path, 1, "fp32", available={"litemedsam"}, make_predictor=lambda *args, **kwargs: BoxFilling())
     opened = opens_of(path, monkeypatch)
-    result = segment_file(path, RoutingTable.load(), pool, tmp_path / "out" / path.name, memory=memory)
+    result = Segmenter(RoutingTable.load(), pool, memory).segment_file(path, tmp_path / "out" / path.name)
     assert len(opened) == 1, opened
     expected = np.zeros((40, 50), np.uint8)
     expected[6:31, 5:21] = 1
@@ -133,7 +133,7 @@ def test_the_guard_refuses_a_bomb_from_its_header_before_loading_it(tmp_path, mo
     pool = ModelPool(tmp_path, 1, "fp32", available={"litemedsam"}, make_predictor=lambda *args, **kwargs: BoxFilling())
     opened = opens_of(path, monkeypatch)
     with pytest.raises(CaseError, match=r"needs \d+\.\d\d GiB of memory, 7\.00 GiB available"):
-        segment_file(path, RoutingTable.load(), pool, memory=lambda: 7 * GIB)
+        Segmenter(RoutingTable.load(), pool, lambda: 7 * GIB).segment_file(path)
     assert len(opened) == 1, opened
 
 
@@ -143,8 +143,8 @@ def test_set_image_takes_its_key_by_keyword_only():
     import inspect
 
     from models.predictor import SamPredictor
-    from router.pipeline import Decoding
+    from router.pipeline import BatchedPredictor
     from router.strategies import BoxPredictor
 
-    for owner in (SamPredictor, Decoding, BoxPredictor):
+    for owner in (SamPredictor, BatchedPredictor, BoxPredictor):
         assert inspect.signature(owner.set_image).parameters["key"].kind is inspect.Parameter.KEYWORD_ONLY, owner

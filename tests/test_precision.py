@@ -12,6 +12,7 @@ import pytest
 
 from models import hardware
 from models import pool as pool_module
+from models.compiled import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.hardware import (
     ARM_TABLE,
     INT8_RECIPE_KEY,
@@ -29,7 +30,6 @@ from models.hardware import (
     int8_recipe,
     is_arm,
 )
-from models.predictor import PRECISE_ATTRIBUTE, compile_config, has_precise_stem
 from models.registry import get_spec
 from models.transforms import preprocess
 

@@ -187,22 +187,22 @@ def test_run_json_holds_the_parameters_each_case_ran_with(tmp_path, capsys, monk
     import dataclasses
     import json
 
-    import router.pipeline
     from router.strategies.propagate3d import PropagateParams
+    from router.strategies.registry import STRATEGIES
 
     ran_with: dict[str, object] = {}
-    real_get_strategy = router.pipeline.get_strategy
 
-    def spying_get_strategy(name: str):
-        strategy = real_get_strategy(name)
+    def spying_run(strategy):
+        real_run = strategy.run
 
         def run(image, boxes, predictor, params, on_slice=None):
-            ran_with[name] = params
-            return strategy.run(image, boxes, predictor, params, on_slice)
+            ran_with[strategy.name] = params
+            return real_run(image, boxes, predictor, params, on_slice)
 
-        return dataclasses.replace(strategy, run=run)
+        return run
 
-    monkeypatch.setattr(router.pipeline, "get_strategy", spying_get_strategy)
+    for strategy in STRATEGIES.values():  # the instance's attribute shadows its class's method
+        monkeypatch.setattr(strategy, "run", spying_run(strategy))
     routes = (ROOT / "router" / "routes.toml").read_text()
     config = tmp_path / "routes.toml"
     config.write_text(routes + "\n[modality.MR.propagate]\nskip_step = 2\n")

@@ -1,19 +1,21 @@
 """Segmentation strategies: pure logic over a predictor (`set_image(image, key=key)`, `predict(boxes)`).
 
 A strategy never knows which model it drives: it sees only the `BoxPredictor` protocol below. Each
-strategy module defines one `STRATEGY`; `router.strategies.registry` maps names to them.
+strategy module defines one `Strategy` subclass; `router.strategies.registry` maps names to instances.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
 if TYPE_CHECKING:
     from models.predictor import Embedding
+    from router.strategies.footprint import EmbeddingRoom
 
 OnSlice = Callable[[], None]
 
@@ -57,30 +59,37 @@ class StrategyParams:
         """Nothing to check here; subclasses check their fields and call this (a cooperative chain)."""
 
 
-def _no_slices(boxes: np.ndarray, params: StrategyParams) -> int:
-    return 0
+Params = TypeVar("Params", bound=StrategyParams)
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """Everything the router and the runner need to know of one strategy.
+class Strategy(ABC, Generic[Params]):
+    """One way of segmenting a case: what the router, the memory guard and the runner ask of it.
 
     name: the routing table's name for it. dim: the case dimensionality it serves (2 or 3).
     params: its StrategyParams subclass; the routing table overrides its fields by name.
-    run(image, boxes, predictor, params, on_slice=None) -> label map of the image's spatial shape,
-        label i for boxes[i - 1]; on_slice is called once per slice visited (3D progress).
-    working_bytes(shape, boxes, params, embeddings) -> an upper bound of the bytes run() allocates besides
-        the image (label map, masks, votes, cached embeddings) for a label map of `shape` and boxes clipped
-        to it; embeddings: the predictor's cache (router.strategies.footprint.EmbeddingRoom).
-    boxes_per_call(shape, boxes, params) -> the most boxes run() passes to one predict() call (the decoder
-        batch it may reach, whose buffers router/memory.py counts).
-    slice_count(boxes, params): how many times run() will call on_slice (0 for 2D).
     """
 
-    name: str
-    dim: int
-    run: Callable[..., np.ndarray]
-    params: type[StrategyParams]
-    working_bytes: Callable[..., int]
-    boxes_per_call: Callable[..., int]
-    slice_count: Callable[..., int] = _no_slices
+    name: ClassVar[str]
+    dim: ClassVar[int]
+    params: ClassVar[type[StrategyParams]]
+
+    @abstractmethod
+    def run(self, image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, params: Params,
+            on_slice: OnSlice | None = None) -> np.ndarray:
+        """The label map of the image's spatial shape, label i for boxes[i - 1]; `on_slice` is called once per
+        slice visited (3D progress). `predictor`: the route's model as the case sees it."""
+
+    @abstractmethod
+    def working_bytes(self, shape: tuple[int, ...], boxes: np.ndarray, params: Params,
+                      embeddings: EmbeddingRoom) -> int:
+        """An upper bound of the bytes run() allocates besides the image (label map, masks, votes, cached
+        embeddings) for a label map of `shape` and boxes clipped to it; `embeddings`: the predictor's cache."""
+
+    @abstractmethod
+    def boxes_per_call(self, shape: tuple[int, ...], boxes: np.ndarray, params: Params) -> int:
+        """The most boxes run() passes to one predict() call (the decoder batch it may reach, whose buffers
+        router/memory.py counts)."""
+
+    def slice_count(self, boxes: np.ndarray, params: Params) -> int:
+        """How many times run() will call on_slice: 0 unless a strategy visits slices."""
+        return 0

@@ -106,30 +106,31 @@ def _decode_into(masks_of: BoxMasks, boxes: np.ndarray, indices: np.ndarray, pre
             masks_of.put(int(index), mask, origin)
 
 
-def _run(
-    image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, params: Image2dParams,
-    on_slice: OnSlice | None = None,
-) -> np.ndarray:
-    return segment_image2d(image, boxes, predictor, params)
+class Image2d(Strategy[Image2dParams]):
+    """One encoder pass per image, small doubtful boxes zoomed (segment_image2d)."""
 
+    name = "image2d"
+    dim = 2
+    params = Image2dParams
 
-def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams, embeddings: EmbeddingRoom) -> int:
-    """On an (H, W) image: label map, masks of one batch of boxes, each box's kept mask (BoxMasks), a zoom
-    crop, resize matrices."""
-    height, width = shape
-    pixels = height * width
-    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
-    # models.transforms.bilinear_axis' cache: float32 matrices from the model's mask frame to the image's sides
-    resize_matrices = AXIS_CACHE_SIZE * (height + width) * embeddings.mask_frame * 4
-    kept = box_masks_bytes(shape, *box_regions(shape, boxes), params.clip_to_box, label_bytes)
-    return label_bytes * pixels + slice_bytes(pixels, min(len(boxes), BOX_BATCH)) + 3 * pixels + resize_matrices + kept
+    def run(self, image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, params: Image2dParams,
+            on_slice: OnSlice | None = None) -> np.ndarray:
+        return segment_image2d(image, boxes, predictor, params)
 
+    def working_bytes(self, shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams,
+                      embeddings: EmbeddingRoom) -> int:
+        """On an (H, W) image: label map, masks of one batch of boxes, each box's kept mask (BoxMasks), a zoom
+        crop, resize matrices."""
+        height, width = shape
+        pixels = height * width
+        label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+        # models.transforms.bilinear_axis' cache: float32 matrices from the model's mask frame to the image's sides
+        resize_matrices = AXIS_CACHE_SIZE * (height + width) * embeddings.mask_frame * 4
+        kept = box_masks_bytes(shape, *box_regions(shape, boxes), params.clip_to_box, label_bytes)
+        return (label_bytes * pixels + slice_bytes(pixels, min(len(boxes), BOX_BATCH)) + 3 * pixels
+                + resize_matrices + kept)
 
-def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams) -> int:
-    """Boxes are handed to predict() BOX_BATCH at a time (router/memory.py takes the smaller of this and the
-    predictor's decoder batch)."""
-    return min(len(boxes), BOX_BATCH)
-
-
-STRATEGY = Strategy("image2d", dim=2, run=_run, params=Image2dParams, working_bytes=working_bytes,
-                    boxes_per_call=boxes_per_call)
+    def boxes_per_call(self, shape: tuple[int, ...], boxes: np.ndarray, params: Image2dParams) -> int:
+        """Boxes are handed to predict() BOX_BATCH at a time (router/memory.py takes the smaller of this and the
+        predictor's decoder batch)."""
+        return min(len(boxes), BOX_BATCH)

@@ -125,17 +125,20 @@ def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterato
 
 
 Yielded = tuple[int, np.ndarray, np.ndarray]  # (z, box indices (K,), masks (K, H, W) bool)
-Step = Generator[Yielded, None, np.ndarray]  # yields slices in order, returns the masks of its last one
+# box index -> the mask box (None: empty) of the last slice decoded for it: what prompts the next slice
+Prompts = dict[int, np.ndarray | None]
+# yields slices in order; returns the masks of the last one and the prompts after it
+Slices = Generator[Yielded, None, tuple[np.ndarray, Prompts]]
 
 
 class _Propagation:
     """One volume's propagation (propagate_masks): the boxes' geometry and prompts, and the two sweeps.
 
     A sweep runs over stretches of slices with the same active boxes (_stretches). In each stretch, from
-    the first slice outwards: the core (_core_step: every step-th slice decoded, the ones between
-    bisected), then beyond it (_outer_step: every outer_step-th slice, the ones between decoded on
-    blended embeddings or interpolated). `previous` (box -> the mask box of the last slice decoded for
-    it) carries the prompts along a sweep; `mid_bbox` carries the middle slice's from the upward sweep
+    the first slice outwards: the core (core_slices: every skip_step-th slice decoded, the ones between
+    bisected), then beyond it (outer_slices: every skip_outer_step-th slice, the ones between decoded on
+    blended embeddings or interpolated). The prompts (Prompts) go along a sweep from one decode to the
+    next as an argument and a return value; `mid_bbox` carries the middle slice's from the upward sweep
     to the downward one.
     """
 
@@ -155,10 +158,11 @@ class _Propagation:
         self.predictor.set_image(self.volume[z], key=(self.view, z))
         return cast(EmbeddingPredictor, self.predictor).get_image_embedding()
 
-    def decode(self, z: int, active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
-               embedding: Embedding | None = None) -> np.ndarray:
+    def decode(self, z: int, active: np.ndarray, previous: Prompts, upward: bool,
+               embedding: Embedding | None = None) -> tuple[np.ndarray, Prompts]:
         """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` as propagation
-        does (the given box in the core); updates `previous`. `embedding`: decode on it instead of slice z's."""
+        does (the given box in the core), and the prompts after slice z (`previous` is left as it was).
+        `embedding`: decode on it instead of slice z's."""
         prompts = np.empty((active.size, 4))
         followed: list[int] = []  # rows that are also decoded with the given box (follow)
         for row, index in enumerate(active.tolist()):
@@ -185,11 +189,12 @@ class _Propagation:
             masks[np.array(followed)[steadier]] = both[active.size :][steadier]
         else:
             masks = self.predictor.predict(prompts)
+        after = dict(previous)
         for row, index in enumerate(active.tolist()):
-            previous[index] = mask_bbox(masks[row])
+            after[index] = mask_bbox(masks[row])
             if upward and z == self.z_mid[index]:
-                self.mid_bbox[index] = previous[index]
-        return masks
+                self.mid_bbox[index] = after[index]
+        return masks, after
 
     def emit(self, z: int, active: np.ndarray, masks: np.ndarray) -> Yielded:
         if self.on_slice is not None:
@@ -224,65 +229,68 @@ class _Propagation:
             first, last = self.embedding_of(run[low]), self.embedding_of(run[high])
             for position in range(low + 1, high):
                 blend = first.blend(last, (position - low) / (high - low))
-                decoded[position] = self.decode(run[position], active, {}, True, blend)
+                decoded[position] = self.decode(run[position], active, {}, True, blend)[0]
             return
         middle = (low + high) // 2
-        decoded[middle] = self.decode(run[middle], active, {}, True)  # core prompts need no previous slice
+        decoded[middle] = self.decode(run[middle], active, {}, True)[0]  # core prompts need no previous slice
         self.bisect(run, active, decoded, low, middle)
         self.bisect(run, active, decoded, middle, high)
 
-    def core_step(self, run: list[int], active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
-                  position: int, target: int, masks: np.ndarray) -> Step:
-        """Positions position+1..target of the core: `target` decoded, the ones between bisected."""
-        decoded = {position: masks, target: self.decode(run[target], active, previous, upward)}
+    def core_slices(self, run: list[int], active: np.ndarray, previous: Prompts, upward: bool, position: int,
+                    target: int, masks: np.ndarray) -> Slices:
+        """The core's slices at positions position+1..target of `run` (`masks`: position's): `target`
+        decoded, the ones between bisected."""
+        last, after = self.decode(run[target], active, previous, upward)
+        decoded = {position: masks, target: last}
         self.bisect(run, active, decoded, position, target)
         for at in range(position + 1, target + 1):
             yield self.emit(run[at], active, decoded[at])
-        return decoded[target]
+        return last, after
 
-    def outer_step(self, run: list[int], active: np.ndarray, previous: dict[int, np.ndarray | None], upward: bool,
-                   position: int, target: int, masks: np.ndarray) -> Step:
-        """Positions position+1..target beyond the core, each prompted from the one before: with blend_outer,
-        the ones between decoded on blends of the two ends' embeddings; else interpolated where the ends
-        agree, every slice decoded in order where they do not."""
+    def outer_slices(self, run: list[int], active: np.ndarray, previous: Prompts, upward: bool, position: int,
+                     target: int, masks: np.ndarray) -> Slices:
+        """The slices beyond the core at positions position+1..target of `run` (`masks`: position's), each
+        prompted from the one before: with blend_outer, the ones between decoded on blends of the two ends'
+        embeddings; else interpolated where the ends agree, every slice decoded in order where they do not."""
         if target - position > 1 and self.skip.skip_blend_outer:
             near, far = self.embedding_of(run[position]), self.embedding_of(run[target])
             for offset, z in enumerate(run[position + 1 : target], 1):
-                masks = self.decode(z, active, previous, upward, near.blend(far, offset / (target - position)))
+                blend = near.blend(far, offset / (target - position))
+                masks, previous = self.decode(z, active, previous, upward, blend)
                 yield self.emit(z, active, masks)
-            masks = self.decode(run[target], active, previous, upward)
+            masks, previous = self.decode(run[target], active, previous, upward)
             yield self.emit(run[target], active, masks)
-            return masks
+            return masks, previous
         if target - position > 1:
-            before = dict(previous)
-            last = self.decode(run[target], active, previous, upward)
+            last, after = self.decode(run[target], active, previous, upward)
             if all(self.skip.agree(a, b) for a, b in zip(masks, last, strict=True)):
                 between = [interpolate_masks(a, b, target - position - 1) for a, b in zip(masks, last, strict=True)]
                 for step, z in enumerate(run[position + 1 : target]):
                     yield self.emit(z, active, np.stack([box_masks[step] for box_masks in between]))
                 yield self.emit(run[target], active, last)
-                return last
-            previous.clear()
-            previous.update(before)  # they disagree: decode every slice up to the target, in order
+                return last, after
+            # they disagree: every slice up to the target decoded in order, from the prompts at `position`
         for z in run[position + 1 : target + 1]:
-            masks = self.decode(z, active, previous, upward)
+            masks, previous = self.decode(z, active, previous, upward)
             yield self.emit(z, active, masks)
-        return masks
+        return masks, previous
 
     def sweep(self, slices: range, active_at: Callable[[int], np.ndarray], upward: bool) -> Iterator[Yielded]:
         """Every (slice, active boxes, masks) of one sweep, stretch by stretch, in `slices`' order."""
-        previous: dict[int, np.ndarray | None] = {}
+        previous: Prompts = {}
         for run, active in _stretches(slices, active_at):
-            masks = self.decode(run[0], active, previous, upward)
+            masks, previous = self.decode(run[0], active, previous, upward)
             yield self.emit(run[0], active, masks)
             core_end, position = self.core_end(run, active), 0
             while position < len(run) - 1:
                 if position < core_end:
                     target = min(position + self.skip.skip_step, core_end)
-                    masks = yield from self.core_step(run, active, previous, upward, position, target, masks)
+                    masks, previous = yield from self.core_slices(run, active, previous, upward, position, target,
+                                                                  masks)
                 else:
                     target = min(position + self.skip.skip_outer_step, len(run) - 1)
-                    masks = yield from self.outer_step(run, active, previous, upward, position, target, masks)
+                    masks, previous = yield from self.outer_slices(run, active, previous, upward, position, target,
+                                                                   masks)
                 position = target
 
 
@@ -454,34 +462,38 @@ def box_regions_3d(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return boxes[:, [2, 1, 0]], boxes[:, [5, 4, 3]]
 
 
-def _slice_count(boxes: np.ndarray, params: PropagateParams) -> int:
-    return propagation_steps(boxes)
-
-
 def sweep_bytes(pixels: int, masks: int) -> int:
     """A sweep's slice work (slice_bytes), with the masks of up to MAX_SKIP_STEP slices held between two
     decoded ones and the two float32 distance maps that interpolate them (SkipParams)."""
     return slice_bytes(pixels, masks) + MAX_SKIP_STEP * masks * pixels + 2 * 4 * pixels
 
 
-def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams, embeddings: EmbeddingRoom) -> int:
-    """On a (D, H, W) volume: label map, one sweep's masks, each box's kept mask (BoxMasks), the cached
-    embeddings of its slices."""
-    depth, height, width = shape
-    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
-    active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
-    cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
-    kept = box_masks_bytes(shape, *box_regions_3d(boxes), params.clip_to_box, label_bytes)
-    return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache + kept
+class Propagate(Strategy[PropagateParams]):
+    """Middle-slice box propagation along the volume's z axis (segment_propagate3d)."""
 
+    name = "propagate"
+    dim = 3
+    params = PropagateParams
 
-def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
-    """The boxes active on one slice, twice with `follow` (two prompts each); counted on all three axes (an
-    upper bound of the axial sweep's)."""
-    return most_active(shape, boxes) * (2 if params.follow else 1)
+    def run(self, image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, params: PropagateParams,
+            on_slice: OnSlice | None = None) -> np.ndarray:
+        return segment_propagate3d(image, boxes, predictor, params, on_slice)
 
+    def working_bytes(self, shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams,
+                      embeddings: EmbeddingRoom) -> int:
+        """On a (D, H, W) volume: label map, one sweep's masks, each box's kept mask (BoxMasks), the cached
+        embeddings of its slices."""
+        depth, height, width = shape
+        label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+        active = max_overlap(boxes[:, 2], boxes[:, 5], depth)
+        cache = embeddings.cached(covered(boxes[:, 2], boxes[:, 5], depth))
+        kept = box_masks_bytes(shape, *box_regions_3d(boxes), params.clip_to_box, label_bytes)
+        return label_bytes * math.prod(shape) + sweep_bytes(height * width, active) + cache + kept
 
-STRATEGY = Strategy(
-    "propagate", dim=3, run=segment_propagate3d, params=PropagateParams, working_bytes=working_bytes,
-    boxes_per_call=boxes_per_call, slice_count=_slice_count,
-)
+    def boxes_per_call(self, shape: tuple[int, ...], boxes: np.ndarray, params: PropagateParams) -> int:
+        """The boxes active on one slice, twice with `follow` (two prompts each); counted on all three axes (an
+        upper bound of the axial sweep's)."""
+        return most_active(shape, boxes) * (2 if params.follow else 1)
+
+    def slice_count(self, boxes: np.ndarray, params: PropagateParams) -> int:
+        return propagation_steps(boxes)

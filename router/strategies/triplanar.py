@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.strategies import BoxPredictor, OnSlice, Strategy
+from router.strategies import BoxPredictor, OnSlice, ScoredBoxPredictor, Strategy
 from router.strategies.footprint import EmbeddingRoom, covered, most_active
 from router.strategies.labels import BoxMasks, box_masks_bytes, label_dtype
 from router.strategies.propagate3d import (
@@ -106,34 +106,38 @@ def segment_triplanar(
     return params.resolve(masks_of, label_dtype(len(boxes)))
 
 
-def vote_slice_count(boxes: np.ndarray, params: TriplanarParams) -> int:
-    """Slices the vote visits: the propagation steps of every view."""
-    return sum(propagation_steps(view_boxes(boxes, VIEW_AXES[view])) for view in params.views)
+class TriplanarVote(Strategy[TriplanarParams]):
+    """Tri-planar majority voting of per-view propagations (segment_triplanar)."""
 
+    name = "triplanar_vote"
+    dim = 3
+    params = TriplanarParams
 
-def working_bytes(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams, embeddings: EmbeddingRoom) -> int:
-    """On a (D, H, W) volume: two transposed copies, label map, per-box float32 votes (+ bool temporaries of
-    the largest), each box's kept mask (BoxMasks), one slice's masks of the widest view, the cache of every
-    view."""
-    depth, height, width = shape
-    voxels = math.prod(shape)
-    label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
-    sizes = (boxes[:, 3:] - boxes[:, :3] + 1).astype(np.int64)
-    box_voxels = sizes.prod(axis=1) if len(boxes) else np.zeros(1, np.int64)
-    slice_pixels = max(height * width, depth * width, depth * height)
-    slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
-                 for axis, extent in ((2, depth), (1, height), (0, width)))
-    kept = box_masks_bytes(shape, *box_regions_3d(boxes), True, label_bytes)
-    return ((2 + label_bytes) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max()) + kept
-            + sweep_bytes(slice_pixels, most_active(shape, boxes)) + embeddings.cached(slices))
+    def run(self, image: np.ndarray, boxes: np.ndarray, predictor: ScoredBoxPredictor, params: TriplanarParams,
+            on_slice: OnSlice | None = None) -> np.ndarray:
+        return segment_triplanar(image, boxes, predictor, params, on_slice)
 
+    def working_bytes(self, shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams,
+                      embeddings: EmbeddingRoom) -> int:
+        """On a (D, H, W) volume: two transposed copies, label map, per-box float32 votes (+ bool temporaries of
+        the largest), each box's kept mask (BoxMasks), one slice's masks of the widest view, the cache of every
+        view."""
+        depth, height, width = shape
+        voxels = math.prod(shape)
+        label_bytes = np.dtype(label_dtype(len(boxes))).itemsize
+        sizes = (boxes[:, 3:] - boxes[:, :3] + 1).astype(np.int64)
+        box_voxels = sizes.prod(axis=1) if len(boxes) else np.zeros(1, np.int64)
+        slice_pixels = max(height * width, depth * width, depth * height)
+        slices = sum(covered(boxes[:, axis], boxes[:, axis + 3], extent)
+                     for axis, extent in ((2, depth), (1, height), (0, width)))
+        kept = box_masks_bytes(shape, *box_regions_3d(boxes), True, label_bytes)
+        return ((2 + label_bytes) * voxels + 4 * int(box_voxels.sum()) + 2 * int(box_voxels.max()) + kept
+                + sweep_bytes(slice_pixels, most_active(shape, boxes)) + embeddings.cached(slices))
 
-def boxes_per_call(shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams) -> int:
-    """The boxes active on one slice of the widest view."""
-    return most_active(shape, boxes)
+    def boxes_per_call(self, shape: tuple[int, ...], boxes: np.ndarray, params: TriplanarParams) -> int:
+        """The boxes active on one slice of the widest view."""
+        return most_active(shape, boxes)
 
-
-STRATEGY = Strategy(
-    "triplanar_vote", dim=3, run=segment_triplanar, params=TriplanarParams, working_bytes=working_bytes,
-    boxes_per_call=boxes_per_call, slice_count=vote_slice_count,
-)
+    def slice_count(self, boxes: np.ndarray, params: TriplanarParams) -> int:
+        """Slices the vote visits: the propagation steps of every view."""
+        return sum(propagation_steps(view_boxes(boxes, VIEW_AXES[view])) for view in params.views)
