@@ -422,24 +422,26 @@ def segment_from_slice(
     margin = GROW_FRACTION * max(shape)
     out = np.zeros(volume.shape, bool)
 
-    def decode(at: int, previous: np.ndarray, gap: int) -> tuple[np.ndarray, float]:
-        """Slice `at`'s mask prompted from `previous`, `gap` slices away, and its stability."""
-        prompt = grow_box(cast(np.ndarray, mask_bbox(previous)), margin * gap, shape)
+    def decode(at: int, prompt: np.ndarray) -> tuple[np.ndarray, float]:
+        """Slice `at`'s mask prompted with (4,) `prompt` and kept inside it, and its stability."""
         predictor.set_image(volume[at], key=(view, at))
         masks, stability = cast(ScoredBoxPredictor, predictor).predict_scored(prompt[None])
         return clip_to_boxes(masks, prompt[None])[0], float(stability[0])
 
-    predictor.set_image(volume[z], key=(view, z))
-    out[z] = first = clip_to_boxes(predictor.predict_scored(box[None])[0], box[None])[0]
+    def grown(previous: np.ndarray, gap: int) -> np.ndarray:
+        """The prompt `gap` slices on from mask `previous`: its box grown by the margin per slice."""
+        return grow_box(cast(np.ndarray, mask_bbox(previous)), margin * gap, shape)
+
+    out[z] = first = decode(z, box)[0]
     for step in (1, -1):
-        previous, at = first, z
-        while previous.any():
+        previous, at, ended = first, z, not first.any()
+        while not ended:
             ahead = min(max(at + step * params.one_box_step, 0), depth - 1)
             gap = abs(ahead - at)
             if gap == 0:  # the volume's end
                 break
             if gap > 1:
-                mask, stability = decode(ahead, previous, gap)
+                mask, stability = decode(ahead, grown(previous, gap))
                 sure = stability >= params.one_box_stability
                 if sure and continues(previous, mask, stability, params) and params.agree(previous, mask):
                     out[at + step : ahead : step] = interpolate_masks(previous, mask, gap - 1)
@@ -447,9 +449,9 @@ def segment_from_slice(
                     at = ahead
                     continue
             for near in range(at + step, ahead + step, step):
-                mask, stability = decode(near, previous, 1)
-                if not continues(previous, mask, stability, params):
-                    previous = np.zeros_like(previous)  # the structure has ended: this sweep stops
+                mask, stability = decode(near, grown(previous, 1))
+                ended = not continues(previous, mask, stability, params)  # False on an empty mask too
+                if ended:  # the structure has ended: this sweep stops
                     break
                 out[near] = previous = mask
             at = ahead
