@@ -32,19 +32,21 @@ def blob_volume(
     return volume, mask
 
 
-def cone_volume(shape: tuple[int, int, int] = (24, 112, 112), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A bright cone along z in noise, wide (radius 26) at z = 0 and narrow (4) at the top, with another bright
-    disc beside its narrow half, inside the cone's 3D box but not touching it: a structure whose cross-section
-    changes along z next to a neighbour, as a liver's does. (D, H, W) uint8 volume, (D, H, W) bool cone mask."""
+def cone_volume(shape: tuple[int, int, int] = (24, 112, 112), seed: int = 0,
+                neighbour: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A bright cone along z in noise, wide (radius 26) at z = 0 and narrow (4) at the top, with (`neighbour`)
+    another bright disc beside its narrow half, inside the cone's 3D box but not touching it: a structure whose
+    cross-section changes along z next to a neighbour, as a liver's does. (D, H, W) uint8 volume, (D, H, W)
+    bool cone mask."""
     depth, height, width = shape
     z, y, x = np.ogrid[:depth, :height, :width]
     radius = 26 - 22 * z / (depth - 1)
     centre_y, centre_x = height // 2, width * 5 // 14
     distance = np.sqrt((y - centre_y) ** 2 + (x - centre_x) ** 2)
     mask = np.broadcast_to(distance <= radius, shape)
-    neighbour = ((y - centre_y) ** 2 + (x - width // 2) ** 2 <= 10**2) & (z >= depth // 2) & (distance > radius + 4)
+    disc = ((y - centre_y) ** 2 + (x - width // 2) ** 2 <= 10**2) & (z >= depth // 2) & (distance > radius + 4)
     rng = np.random.default_rng(seed)
-    volume = 40 + 150 * mask + 150 * neighbour + rng.normal(0, 10, shape)
+    volume = 40 + 150 * mask + 150 * (disc & neighbour) + rng.normal(0, 10, shape)
     return np.clip(volume, 0, 255).astype(np.uint8), mask.copy()
 
 

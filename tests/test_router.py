@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from router.modality import CaseNameError, parse_case_name
@@ -64,10 +66,13 @@ def test_default_table_routes():
 
 
 def test_strategy_defaults_are_what_ships():
-    """Each strategy's parameter defaults are router/routes.toml's values (triplanar_vote's: PET's)."""
+    """Each strategy's parameter defaults are router/routes.toml's values (propagate's: [default]'s, which
+    CT's section overrides in one key; triplanar_vote's: PET's)."""
     table = RoutingTable.load()
     assert table.route(2, "CT").params == Image2dParams()
-    assert table.route(3, "CT").params == PropagateParams()
+    assert table.route(3, "MR").params == PropagateParams()
+    ct = table.route(3, "CT").params
+    assert ct != PropagateParams() and ct == replace(PropagateParams(), core_unsure=ct.core_unsure)
     assert table.route(3, "PET").params == TriplanarParams()
 
 

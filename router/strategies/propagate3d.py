@@ -124,6 +124,23 @@ def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterato
         yield run, current
 
 
+@dataclass(frozen=True)
+class CoreCheck:
+    """When a core slice gives up the given box: where the given box's mask is unsure (stability score under
+    `unsure`), the slice is decoded again with the box of the nearest decoded slice's mask, grown and kept inside
+    the given box, and takes that mask where it is steadier by at least `margin`. Only boxes whose longer side is
+    at least `size` of the image's longer side are checked: a mask a few pixels wide is unsure for its size
+    alone (stability compares masks thresholded a little above and below, and a small mask is mostly edge).
+    unsure 0: never."""
+
+    unsure: float = 0.0
+    margin: float = 0.0
+    size: float = 0.25
+
+
+NO_CORE_CHECK = CoreCheck()
+
+
 Yielded = tuple[int, np.ndarray, np.ndarray]  # (z, box indices (K,), masks (K, H, W) bool)
 # box index -> the mask box (None: empty) of the last slice decoded for it: what prompts the next slice
 Prompts = dict[int, np.ndarray | None]
@@ -143,14 +160,17 @@ class _Propagation:
     """
 
     def __init__(self, volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, view: Hashable,
-                 on_slice: OnSlice | None, core: float, skip: SkipParams, follow: bool = False) -> None:
+                 on_slice: OnSlice | None, core: float, skip: SkipParams, follow: bool = False,
+                 check: CoreCheck = NO_CORE_CHECK) -> None:
         self.volume, self.predictor, self.view, self.on_slice, self.skip = volume, predictor, view, on_slice, skip
-        self.follow = follow
+        self.follow, self.check = follow, check
         self.shape = volume.shape[1:]
         self.margin = GROW_FRACTION * max(self.shape)
         self.boxes_2d = boxes[:, [0, 1, 3, 4]].astype(np.float64)
         self.z_mid = middle_slices(boxes)
         self.core_reach = core * (boxes[:, 5] - boxes[:, 2]) / 2
+        sides = np.maximum(boxes[:, 3] - boxes[:, 0], boxes[:, 4] - boxes[:, 1]) + 1
+        self.checked = (sides >= check.size * max(self.shape)) if check.unsure > 0 else np.zeros(len(boxes), bool)
         self.mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
     def embedding_of(self, z: int) -> Embedding:
@@ -159,17 +179,22 @@ class _Propagation:
         return cast(EmbeddingPredictor, self.predictor).get_image_embedding()
 
     def decode(self, z: int, active: np.ndarray, previous: Prompts, upward: bool,
-               embedding: Embedding | None = None) -> tuple[np.ndarray, Prompts]:
+               embedding: Embedding | None = None, gap: int = 1) -> tuple[np.ndarray, Prompts]:
         """Masks (K, H, W) of the `active` boxes on slice z, each prompted from `previous` as propagation
-        does (the given box in the core), and the prompts after slice z (`previous` is left as it was).
-        `embedding`: decode on it instead of slice z's."""
+        does (the given box in the core, checked against the neighbour's mask box where `check` says), and the
+        prompts after slice z (`previous` is left as it was). `embedding`: decode on it instead of slice z's;
+        `gap`: how many slices from z the slice of `previous` lies (the core's checked prompts grow with it)."""
         prompts = np.empty((active.size, 4))
         followed: list[int] = []  # rows that are also decoded with the given box (follow)
+        neighbours: dict[int, np.ndarray] = {}  # core rows -> the neighbour's mask box, inside the given box
         for row, index in enumerate(active.tolist()):
+            prior = previous.get(index) if (upward or index in previous) else self.mid_bbox[index]
             if abs(z - self.z_mid[index]) <= self.core_reach[index]:  # the middle slice, and the core around it
                 prompts[row] = self.boxes_2d[index]
+                if self.checked[index] and z != self.z_mid[index] and prior is not None:
+                    grown = grow_box(prior, self.margin * gap, self.shape)
+                    neighbours[row] = intersect_boxes(grown, self.boxes_2d[index])
                 continue
-            prior = previous.get(index) if (upward or index in previous) else self.mid_bbox[index]
             if prior is None:
                 prompts[row] = self.boxes_2d[index]
             elif self.follow:
@@ -187,6 +212,8 @@ class _Propagation:
             masks = both[: active.size]
             steadier = stability[active.size :] > stability[followed]  # the given box's mask is the steadier
             masks[np.array(followed)[steadier]] = both[active.size :][steadier]
+        elif neighbours:
+            masks = self.checked_core(prompts, neighbours)
         else:
             masks = self.predictor.predict(prompts)
         after = dict(previous)
@@ -195,6 +222,22 @@ class _Propagation:
             if upward and z == self.z_mid[index]:
                 self.mid_bbox[index] = after[index]
         return masks, after
+
+    def checked_core(self, prompts: np.ndarray, neighbours: dict[int, np.ndarray]) -> np.ndarray:
+        """Masks (K, H, W) of (K, 4) `prompts` on the current slice, where a core row of `neighbours` whose
+        mask is unsure (stability under check.unsure) takes the mask of its neighbour prompt instead if that
+        one is steadier by check.margin: a 3D box is loose on the slices where its structure is narrow, and
+        the model, unsure there, fills it with more than the structure (docs/results.md, "Whole scans: 3D
+        prompts")."""
+        scored = cast(ScoredBoxPredictor, self.predictor)
+        masks, stability = scored.predict_scored(prompts)
+        unsure = [row for row in neighbours if stability[row] < self.check.unsure]
+        if unsure:
+            alternatives, steadiness = scored.predict_scored(np.stack([neighbours[row] for row in unsure]))
+            for row, mask, steady in zip(unsure, alternatives, steadiness, strict=True):
+                if steady >= stability[row] + self.check.margin:
+                    masks[row] = mask
+        return masks
 
     def emit(self, z: int, active: np.ndarray, masks: np.ndarray) -> Yielded:
         if self.on_slice is not None:
@@ -232,7 +275,8 @@ class _Propagation:
                 decoded[position] = self.decode(run[position], active, {}, True, blend)[0]
             return
         middle = (low + high) // 2
-        decoded[middle] = self.decode(run[middle], active, {}, True)[0]  # core prompts need no previous slice
+        nearer = {index: mask_bbox(mask) for index, mask in zip(active.tolist(), decoded[low], strict=True)}
+        decoded[middle] = self.decode(run[middle], active, nearer, True, gap=middle - low)[0]
         self.bisect(run, active, decoded, low, middle)
         self.bisect(run, active, decoded, middle, high)
 
@@ -240,7 +284,7 @@ class _Propagation:
                     target: int, masks: np.ndarray) -> Slices:
         """The core's slices at positions position+1..target of `run` (`masks`: position's): `target`
         decoded, the ones between bisected."""
-        last, after = self.decode(run[target], active, previous, upward)
+        last, after = self.decode(run[target], active, previous, upward, gap=target - position)
         decoded = {position: masks, target: last}
         self.bisect(run, active, decoded, position, target)
         for at in range(position + 1, target + 1):
@@ -303,6 +347,7 @@ def propagate_masks(
     core: float = 0.0,
     skip: SkipParams = EVERY_SLICE,
     follow: bool = False,
+    check: CoreCheck = NO_CORE_CHECK,
 ) -> Iterator[Yielded]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
@@ -312,11 +357,13 @@ def propagate_masks(
     the given box (0: the middle slice only, 1: every slice). skip: which slices may be interpolated
     (SkipParams; by default none are: EVERY_SLICE). follow: beyond the core, each box is decoded with the given box
     and with the neighbour's mask box (inside the given box) and keeps the mask of higher stability
-    (the predictor must be a ScoredBoxPredictor); else with the neighbour's mask box only.
+    (the predictor must be a ScoredBoxPredictor); else with the neighbour's mask box only. check: when a core
+    slice takes the nearest decoded slice's mask box instead of the given box (CoreCheck; a ScoredBoxPredictor
+    unless `check.unsure` is 0).
     """
     if len(boxes) == 0:
         return
-    walk = _Propagation(volume, boxes, predictor, view, on_slice, core, skip, follow)
+    walk = _Propagation(volume, boxes, predictor, view, on_slice, core, skip, follow, check)
     z_mid, z_min, z_max = walk.z_mid, boxes[:, 2], boxes[:, 5]
     # Upward from each box's middle slice (inclusive) to z_max, then downward from z_mid - 1 to z_min.
     yield from walk.sweep(range(z_mid.min(), z_max.max() + 1), lambda z: (z_mid <= z) & (z <= z_max), True)
@@ -350,11 +397,19 @@ class PropagateParams(SkipParams, MaskParams):
     """
 
     core: float = 0.5
+    core_unsure: float = 0.0
+    core_margin: float = 0.0
+    core_unsure_size: float = 0.25
     follow: bool = False
     stop_overlap: float = 0.5
     stop_stability: float = 0.6
     one_box_step: int = 4
     one_box_stability: float = 0.85
+
+    @property
+    def core_check(self) -> CoreCheck:
+        """core_unsure, core_margin and core_unsure_size as propagate_masks takes them."""
+        return CoreCheck(self.core_unsure, self.core_margin, self.core_unsure_size)
 
     def __post_init__(self) -> None:
         """Raise ValueError unless 0 <= core <= 1, follow is a bool and the skip_* fields are valid (SkipParams)."""
@@ -362,7 +417,9 @@ class PropagateParams(SkipParams, MaskParams):
             raise ValueError(f"core must be in [0, 1], got {self.core}")
         if not isinstance(self.follow, bool):
             raise ValueError(f"follow must be true or false, got {self.follow}")
-        for name, share in (("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability),
+        for name, share in (("core_unsure", self.core_unsure), ("core_margin", self.core_margin),
+                            ("core_unsure_size", self.core_unsure_size),
+                            ("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability),
                             ("one_box_stability", self.one_box_stability)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {share}")
@@ -379,7 +436,7 @@ def segment_propagate3d(
     propagate_masks with the core and slice skipping of `params`, masks resolved as `params` say (MaskParams)."""
     masks_of = BoxMasks(volume.shape, *box_regions_3d(boxes), params.clip_to_box)
     sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params,
-                            follow=params.follow)
+                            follow=params.follow, check=params.core_check)
     for z, active, masks in sweep:
         for index, mask in zip(active.tolist(), masks, strict=True):
             masks_of.put_slice(index, z, mask)
