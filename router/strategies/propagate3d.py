@@ -391,8 +391,11 @@ class PropagateParams(SkipParams, MaskParams):
     """propagate's parameters ([<section>.propagate]); the defaults are what router/routes.toml ships.
 
     core: slices within core x half the z range of each box's middle slice are prompted with the given
-    box (propagate_masks); the skip_* fields (SkipParams): which slices are not encoded, and how they get
-    their masks (interpolated, or decoded on blended embeddings); clip_to_box, overlap, overlap_*:
+    box (propagate_masks); core_unsure, core_margin, core_unsure_size: where a core slice's mask from the
+    given box gives way to one from the nearest decoded slice's mask box (CoreCheck; core_unsure 0: never);
+    follow: beyond the core, the steadier of the two prompts' masks; stop_*, one_box_*: one 2D box without
+    a z range (segment_from_slice); the skip_* fields (SkipParams): which slices are not encoded, and how
+    they get their masks (interpolated, or decoded on blended embeddings); clip_to_box, overlap, overlap_*:
     how masks go into the label map (MaskParams), the box being the 3D one.
     """
 
@@ -412,7 +415,9 @@ class PropagateParams(SkipParams, MaskParams):
         return CoreCheck(self.core_unsure, self.core_margin, self.core_unsure_size)
 
     def __post_init__(self) -> None:
-        """Raise ValueError unless 0 <= core <= 1, follow is a bool and the skip_* fields are valid (SkipParams)."""
+        """Raise ValueError unless 0 <= core <= 1, the shares (core_unsure, core_margin, core_unsure_size,
+        stop_*, one_box_stability) are in [0, 1], follow is a bool, 1 <= one_box_step <= MAX_SKIP_STEP and the
+        skip_* fields are valid (SkipParams)."""
         if not 0.0 <= self.core <= 1.0:
             raise ValueError(f"core must be in [0, 1], got {self.core}")
         if not isinstance(self.follow, bool):
