@@ -34,6 +34,7 @@ from router.strategies import (
 from router.strategies.footprint import EmbeddingRoom, covered, max_overlap, most_active, slice_bytes
 from router.strategies.interpolation import interpolate_masks, mask_dice
 from router.strategies.labels import BoxMasks, MaskParams, box_masks_bytes, label_dtype
+from router.strategies.zoom import small_boxes
 
 if TYPE_CHECKING:
     from models.predictor import Embedding
@@ -124,21 +125,33 @@ def _stretches(slices: range, active_at: Callable[[int], np.ndarray]) -> Iterato
         yield run, current
 
 
-@dataclass(frozen=True)
-class CoreCheck:
-    """When a core slice gives up the given box: where the given box's mask is unsure (stability score under
-    `unsure`), the slice is decoded again with the box of the nearest decoded slice's mask, grown and kept inside
-    the given box, and takes that mask where it is steadier by at least `margin`. Only boxes whose longer side is
-    at least `size` of the image's longer side are checked: a mask a few pixels wide is unsure for its size
-    alone (stability compares masks thresholded a little above and below, and a small mask is mostly edge).
-    unsure 0: never."""
+@dataclass(frozen=True, kw_only=True)
+class CoreCheckParams(StrategyParams):
+    """When a core slice gives up the given box: the core_* fields of the strategies that sweep (propagate,
+    triplanar_vote), by a routing table's names; the defaults are what router/routes.toml ships for
+    [default.propagate] (NO_CORE_CHECK: never).
 
-    unsure: float = 0.0
-    margin: float = 0.0
-    size: float = 0.25
+    Where the given box's mask is unsure (stability score under `core_unsure`), the slice is decoded again with
+    the box of the nearest decoded slice's mask, grown and kept inside the given box, and takes that mask where
+    it is steadier by at least `core_margin`. Only boxes whose longer side is at least `core_unsure_size` of the
+    image's longer side are checked: a mask a few pixels wide is unsure for its size alone (stability compares
+    masks thresholded a little above and below, and a small mask is mostly edge). core_unsure 0: never.
+    """
+
+    core_unsure: float = 0.0
+    core_margin: float = 0.0
+    core_unsure_size: float = 0.25
+
+    def __post_init__(self) -> None:
+        """Raise ValueError unless core_unsure, core_margin and core_unsure_size are in [0, 1]."""
+        super().__post_init__()
+        for name, share in (("core_unsure", self.core_unsure), ("core_margin", self.core_margin),
+                            ("core_unsure_size", self.core_unsure_size)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {share}")
 
 
-NO_CORE_CHECK = CoreCheck()
+NO_CORE_CHECK = CoreCheckParams()
 
 
 Yielded = tuple[int, np.ndarray, np.ndarray]  # (z, box indices (K,), masks (K, H, W) bool)
@@ -161,7 +174,7 @@ class _Propagation:
 
     def __init__(self, volume: np.ndarray, boxes: np.ndarray, predictor: BoxPredictor, view: Hashable,
                  on_slice: OnSlice | None, core: float, skip: SkipParams, follow: bool = False,
-                 check: CoreCheck = NO_CORE_CHECK) -> None:
+                 check: CoreCheckParams = NO_CORE_CHECK) -> None:
         self.volume, self.predictor, self.view, self.on_slice, self.skip = volume, predictor, view, on_slice, skip
         self.follow, self.check = follow, check
         self.shape = volume.shape[1:]
@@ -169,8 +182,8 @@ class _Propagation:
         self.boxes_2d = boxes[:, [0, 1, 3, 4]].astype(np.float64)
         self.z_mid = middle_slices(boxes)
         self.core_reach = core * (boxes[:, 5] - boxes[:, 2]) / 2
-        sides = np.maximum(boxes[:, 3] - boxes[:, 0], boxes[:, 4] - boxes[:, 1]) + 1
-        self.checked = (sides >= check.size * max(self.shape)) if check.unsure > 0 else np.zeros(len(boxes), bool)
+        checked = ~small_boxes(self.boxes_2d, self.shape, check.core_unsure_size)
+        self.checked = checked if check.core_unsure > 0 else np.zeros(len(boxes), bool)
         self.mid_bbox: list[np.ndarray | None] = [None] * len(boxes)
 
     def embedding_of(self, z: int) -> Embedding:
@@ -225,17 +238,17 @@ class _Propagation:
 
     def checked_core(self, prompts: np.ndarray, neighbours: dict[int, np.ndarray]) -> np.ndarray:
         """Masks (K, H, W) of (K, 4) `prompts` on the current slice, where a core row of `neighbours` whose
-        mask is unsure (stability under check.unsure) takes the mask of its neighbour prompt instead if that
-        one is steadier by check.margin: a 3D box is loose on the slices where its structure is narrow, and
+        mask is unsure (stability under check.core_unsure) takes the mask of its neighbour prompt instead if
+        that one is steadier by check.core_margin: a 3D box is loose on the slices where its structure is narrow, and
         the model, unsure there, fills it with more than the structure (docs/results.md, "Whole scans: 3D
         prompts")."""
         scored = cast(ScoredBoxPredictor, self.predictor)
         masks, stability = scored.predict_scored(prompts)
-        unsure = [row for row in neighbours if stability[row] < self.check.unsure]
+        unsure = [row for row in neighbours if stability[row] < self.check.core_unsure]
         if unsure:
             alternatives, steadiness = scored.predict_scored(np.stack([neighbours[row] for row in unsure]))
             for row, mask, steady in zip(unsure, alternatives, steadiness, strict=True):
-                if steady >= stability[row] + self.check.margin:
+                if steady >= stability[row] + self.check.core_margin:
                     masks[row] = mask
         return masks
 
@@ -275,7 +288,9 @@ class _Propagation:
                 decoded[position] = self.decode(run[position], active, {}, True, blend)[0]
             return
         middle = (low + high) // 2
-        nearer = {index: mask_bbox(mask) for index, mask in zip(active.tolist(), decoded[low], strict=True)}
+        # core prompts need no previous slice; the core check prompts from the nearer decoded one
+        nearer = {index: mask_bbox(decoded[low][row]) for row, index in enumerate(active.tolist())
+                  if self.checked[index]}
         decoded[middle] = self.decode(run[middle], active, nearer, True, gap=middle - low)[0]
         self.bisect(run, active, decoded, low, middle)
         self.bisect(run, active, decoded, middle, high)
@@ -347,7 +362,7 @@ def propagate_masks(
     core: float = 0.0,
     skip: SkipParams = EVERY_SLICE,
     follow: bool = False,
-    check: CoreCheck = NO_CORE_CHECK,
+    check: CoreCheckParams = NO_CORE_CHECK,
 ) -> Iterator[Yielded]:
     """Yield (z, box_indices (K,), masks (K, H, W) bool) for every slice some box covers.
 
@@ -358,8 +373,8 @@ def propagate_masks(
     (SkipParams; by default none are: EVERY_SLICE). follow: beyond the core, each box is decoded with the given box
     and with the neighbour's mask box (inside the given box) and keeps the mask of higher stability
     (the predictor must be a ScoredBoxPredictor); else with the neighbour's mask box only. check: when a core
-    slice takes the nearest decoded slice's mask box instead of the given box (CoreCheck; a ScoredBoxPredictor
-    unless `check.unsure` is 0).
+    slice takes the nearest decoded slice's mask box instead of the given box (CoreCheckParams; a
+    ScoredBoxPredictor unless `check.core_unsure` is 0).
     """
     if len(boxes) == 0:
         return
@@ -387,12 +402,12 @@ def propagation_steps(boxes: np.ndarray) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PropagateParams(SkipParams, MaskParams):
+class PropagateParams(SkipParams, CoreCheckParams, MaskParams):
     """propagate's parameters ([<section>.propagate]); the defaults are what router/routes.toml ships.
 
     core: slices within core x half the z range of each box's middle slice are prompted with the given
-    box (propagate_masks); core_unsure, core_margin, core_unsure_size: where a core slice's mask from the
-    given box gives way to one from the nearest decoded slice's mask box (CoreCheck; core_unsure 0: never);
+    box (propagate_masks); the core_* fields (CoreCheckParams): where a core slice's mask from the given box
+    gives way to one from the nearest decoded slice's mask box;
     follow: beyond the core, the steadier of the two prompts' masks; stop_*, one_box_*: one 2D box without
     a z range (segment_from_slice); the skip_* fields (SkipParams): which slices are not encoded, and how
     they get their masks (interpolated, or decoded on blended embeddings); clip_to_box, overlap, overlap_*:
@@ -400,31 +415,21 @@ class PropagateParams(SkipParams, MaskParams):
     """
 
     core: float = 0.5
-    core_unsure: float = 0.0
-    core_margin: float = 0.0
-    core_unsure_size: float = 0.25
     follow: bool = False
     stop_overlap: float = 0.5
     stop_stability: float = 0.6
     one_box_step: int = 4
     one_box_stability: float = 0.85
 
-    @property
-    def core_check(self) -> CoreCheck:
-        """core_unsure, core_margin and core_unsure_size as propagate_masks takes them."""
-        return CoreCheck(self.core_unsure, self.core_margin, self.core_unsure_size)
-
     def __post_init__(self) -> None:
-        """Raise ValueError unless 0 <= core <= 1, the shares (core_unsure, core_margin, core_unsure_size,
-        stop_*, one_box_stability) are in [0, 1], follow is a bool, 1 <= one_box_step <= MAX_SKIP_STEP and the
-        skip_* fields are valid (SkipParams)."""
+        """Raise ValueError unless 0 <= core <= 1, stop_* and one_box_stability are in [0, 1], follow is a
+        bool, 1 <= one_box_step <= MAX_SKIP_STEP and the skip_* and core_* fields are valid (SkipParams,
+        CoreCheckParams)."""
         if not 0.0 <= self.core <= 1.0:
             raise ValueError(f"core must be in [0, 1], got {self.core}")
         if not isinstance(self.follow, bool):
             raise ValueError(f"follow must be true or false, got {self.follow}")
-        for name, share in (("core_unsure", self.core_unsure), ("core_margin", self.core_margin),
-                            ("core_unsure_size", self.core_unsure_size),
-                            ("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability),
+        for name, share in (("stop_overlap", self.stop_overlap), ("stop_stability", self.stop_stability),
                             ("one_box_stability", self.one_box_stability)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {share}")
@@ -441,7 +446,7 @@ def segment_propagate3d(
     propagate_masks with the core and slice skipping of `params`, masks resolved as `params` say (MaskParams)."""
     masks_of = BoxMasks(volume.shape, *box_regions_3d(boxes), params.clip_to_box)
     sweep = propagate_masks(volume, boxes, predictor, on_slice=on_slice, core=params.core, skip=params,
-                            follow=params.follow, check=params.core_check)
+                            follow=params.follow, check=params)
     for z, active, masks in sweep:
         for index, mask in zip(active.tolist(), masks, strict=True):
             masks_of.put_slice(index, z, mask)

@@ -93,7 +93,7 @@ def segment_triplanar(
         axes = VIEW_AXES[view]
         view_volume = np.ascontiguousarray(volume.transpose(axes))
         sweep = propagate_masks(view_volume, view_boxes(boxes, axes), predictor, view, on_slice, params.core, params,
-                                params.follow, params.core_check)
+                                params.follow, params)
         for s, active, masks in sweep:
             for index, mask in zip(active, masks, strict=True):
                 low, high = lows[index][list(axes)], highs[index][list(axes)]
