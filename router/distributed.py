@@ -5,8 +5,9 @@ router.runner.run_cases) submits one task per case, largest file first; each tas
 process, which builds its Segmenter from the run's RunConfig once (per thread) and reuses it for every
 case it gets. Workers read the inputs and write the outputs themselves, on a folder every machine sees
 at the same path; only a small `router.runner.CaseOutcome` travels back, never the label map: with it the
-precision the case ran in and the worker that ran it (name, host, CPU name and class), which run.json records
-per case (router.provenance), since the client's own CPU says nothing of the workers'. Outputs
+precision the case ran in and the worker that ran it (name, host, CPU name and class, the threads its models
+run on), which run.json records per case (router.provenance), since the client's own CPU, precision and threads
+say nothing of the workers' (`auto` and the default threads resolve on each worker). Outputs
 are written atomically, so a worker that dies mid-case leaves no half-written output: the scheduler
 gives its case to another worker (up to `distributed.scheduler.allowed-failures` worker deaths per case)
 and the client removes the dead worker's temp file at the end.
@@ -61,29 +62,32 @@ def worker_segmenter(settings: RunConfig) -> Segmenter:
         return _SEGMENTERS[key]
 
 
-def worker_facts() -> WorkerFacts:
-    """This worker process's name (Dask's: `dask worker --name`, else its address), host and CPU."""
+def worker_facts(threads: int | None) -> WorkerFacts:
+    """This worker process's name (Dask's: `dask worker --name`, else its address), host and CPU, its models
+    running on `threads`."""
     from distributed import get_worker
 
     try:
         name = str(get_worker().name)
     except ValueError:  # not inside a Dask worker (called directly)
         name = ""
-    return WorkerFacts.here(name)
+    return WorkerFacts.here(name, threads)
 
 
 def segment_task(path: str, output: str, settings: RunConfig) -> CaseOutcome:
     """One case on a worker, by the worker's Segmenter; errors become the result's line. A case that ran
-    carries its precision and the worker's facts (worker_facts)."""
+    carries the precision it ran in and the worker's facts (worker_facts) with the threads of that Segmenter."""
     name = Path(path).name
     found: list[tuple[str, str]] = []
     try:
-        result = worker_segmenter(settings).segment_file(
+        segmenter = worker_segmenter(settings)
+        result = segmenter.segment_file(
             Path(path), Path(output), on_route=lambda case, route: found.extend(route_warnings(case, route)))
     except Exception as error:  # one broken case must not stop the others
         return CaseOutcome(name, None, error_line(name, error), tuple(found))
+    # the pool's threads, not settings.threads: without --threads each worker resolves its own (_worker_threads)
     return CaseOutcome(name, result.seconds, summary_line(result), tuple(found), result.route, result.precision,
-                       worker_facts())
+                       worker_facts(segmenter.pool.threads))
 
 
 class DaskBackend:

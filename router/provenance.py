@@ -4,9 +4,10 @@ The project's version (and git commit in a checkout), OpenVINO's version, the CP
 model runs in (`auto`'s choice), the routing table (its text and hash), the IR files' hashes, the run's
 arguments and, per case, its route (model, strategy and every parameter value it ran with) and precision.
 With `--scheduler` those top-level CPU and precision facts are the client's (the machine running predict.py):
-each case then also records the Dask worker that ran it, its host and its CPU (name and class, as
-models.hardware names them), its precision is the one that worker ran, and `workers` lists each distinct
-(worker, host, CPU) with the precision of each model it ran and its number of cases.
+each case then also records the Dask worker that ran it, as that worker reported itself (its host, its CPU's name
+and class as models.hardware names them, and the OpenVINO threads its models run on), its precision is the one
+that worker resolved, and `workers` lists each distinct (worker, host, CPU, threads) with the precision of each
+model it ran and the cases it ran.
 Rewritten whole (atomically) after every case, like efficiency.csv, so a run stopped anywhere leaves a whole
 file; `--continue-prediction` keeps the cases of the earlier file that it skips, and each `--num-parts` part
 writes its own run.<K>.json.
@@ -19,7 +20,7 @@ import json
 import os
 import socket
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -99,35 +100,40 @@ def run_facts(pool: ModelPool, config: Path | None, arguments: dict[str, Any]) -
 
 @dataclass(frozen=True)
 class WorkerFacts:
-    """Where a case ran on a cluster: the Dask worker's name, its host, and its CPU's name and class as
-    run_facts records a local run's (models.hardware)."""
+    """Where a case ran on a cluster, as the Dask worker says of itself: its name, its host, its CPU's name and
+    class as run_facts records a local run's (models.hardware), and the OpenVINO threads its models were
+    compiled on (router.distributed resolves them per worker; None: OpenVINO's default, every core)."""
 
     worker: str
     host: str
     cpu: str
     cpu_class: str
+    threads: int | None
 
     @classmethod
-    def here(cls, worker: str) -> WorkerFacts:
-        """This process's facts, for the worker named `worker`."""
-        return cls(worker, socket.gethostname(), cpu_name(), this_cpu_class_name())
+    def here(cls, worker: str, threads: int | None) -> WorkerFacts:
+        """This process's facts, for the worker named `worker` whose models run on `threads`."""
+        return cls(worker, socket.gethostname(), cpu_name(), this_cpu_class_name(), threads)
 
 
-WORKER_KEYS = ("worker", "host", "cpu", "cpu_class")
+WORKER_KEYS = tuple(field.name for field in fields(WorkerFacts))
 
 
 def worker_summary(cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each distinct (worker, host, cpu, cpu_class) of the case entries that name one, with the precision of
-    each model it ran (the entries' "model" -> "precision") and how many cases it ran, sorted."""
-    found: dict[tuple[str, ...], dict[str, Any]] = {}
-    for entry in cases.values():
+    """Each distinct WorkerFacts of the case entries that name a worker, with the precision of each model it ran
+    (the entries' "model" -> "precision") and the stems of the cases it ran (sorted): a list of
+    {"worker", "host", "cpu", "cpu_class", "threads", "precision": {model: precision}, "cases": [stem, ...]},
+    sorted by worker. A key an entry lacks (one kept from an earlier version's run.json) is None."""
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for stem, entry in sorted(cases.items()):
         if "worker" not in entry:
             continue
-        key = tuple(str(entry.get(name, "")) for name in WORKER_KEYS)
-        row = found.setdefault(key, {**dict(zip(WORKER_KEYS, key, strict=True)), "precision": {}, "cases": 0})
+        key = tuple(entry.get(name) for name in WORKER_KEYS)
+        row = found.setdefault(key, {**dict(zip(WORKER_KEYS, key, strict=True)), "precision": {}, "cases": []})
         row["precision"][entry.get("model", "")] = entry.get("precision", "")
-        row["cases"] += 1
-    return [found[key] for key in sorted(found)]
+        row["cases"].append(stem)
+    # as strings: threads may be None (an earlier version's entry) beside an int, which do not compare
+    return [found[key] for key in sorted(found, key=lambda key: [str(value) for value in key])]
 
 
 class RunRecord(CaseRows[dict[str, Any]]):

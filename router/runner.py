@@ -40,7 +40,7 @@ class CaseOutcome:
     """What a back-end reports for one case: its file name, the seconds (None when it failed), its summary
     or error line, the (key, warning) pairs it has not reported through `warn` (a Dask task's), the
     route and precision it ran with (None and empty when it failed) and, from a Dask task, the worker that
-    ran it (its name, host and CPU: a few strings)."""
+    ran it (router.provenance.WorkerFacts: its name, host, CPU and threads)."""
 
     file_name: str
     seconds: float | None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -74,9 +75,22 @@ def reference(tmp_path_factory, ir_dir):
     return inputs, outputs, good, runs
 
 
+def _pin_to_one_cpu(pid: int) -> None:
+    """Let every thread of process `pid` use one CPU only (the threads it starts later inherit it), as
+    `taskset -a` would: its models.hardware.cpu_budget is then 1."""
+    cpu = min(os.sched_getaffinity(pid))
+    for _ in range(2):  # a thread started during the first pass is caught by the second
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task.name), {cpu})
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, ir_dir):
+    """w0 and w1, 1 Dask thread each; w1 may use one CPU only, so a run without --threads resolves other threads
+    on it than on w0 and this (the client's) process, which may use every CPU (on a machine with more than one)."""
     with local_cluster(2, tmp_path_factory.mktemp("dask")) as running:
+        _pin_to_one_cpu(running.workers["w1"].pid)
         yield running
 
 
@@ -135,13 +149,13 @@ def test_dask_run_equals_local_run(reference, cluster, tmp_path, capsys) -> None
     assert record["arguments"]["scheduler"] and len(record["routing_table"]["sha256"]) == 64
 
 
-def test_dask_run_json_records_each_workers_cpu_and_precision(reference, cluster, tmp_path, monkeypatch,
-                                                             capsys) -> None:
-    """With --scheduler, each case of run.json names the worker that ran it, with that worker's host, CPU (name and
-    class, as models.hardware names them) and the precision its compiled model ran at, as each worker process
-    reports them itself; `workers` sums them up. The client's own facts stay top-level: made to differ here (in
-    this, the client's, process only), they must not reach the cases."""
-    from distributed import Client
+def test_dask_run_json_records_what_each_worker_ran_on(reference, cluster, tmp_path, monkeypatch, capsys) -> None:
+    """With --scheduler and no --threads, run.json's `workers` holds, for each worker that ran cases, what that
+    worker process reports of itself (host, CPU name and class, the precision and threads each model of this run
+    was compiled at: w1 may use one CPU, so its threads are its own) and the cases the scheduler saw it run; each
+    case names its worker. The client's own facts stay top-level: made to differ here (in this, the client's,
+    process only), they must not reach the workers' records."""
+    from distributed import Client, get_task_stream
 
     import router.provenance
     from models.pool import ModelPool
@@ -150,49 +164,60 @@ def test_dask_run_json_records_each_workers_cpu_and_precision(reference, cluster
     monkeypatch.setattr(router.provenance, "this_cpu_class_name", lambda: "the client's class")
     monkeypatch.setattr(ModelPool, "resolve_precision", lambda self, name: "the client's precision")
     inputs, _, good, _ = reference
-    status = predict.main(["-i", str(inputs), "-o", str(tmp_path), "--threads", "1", "--no-progress",
-                           "--scheduler", str(cluster.scheduler_file)])
-    assert status == 1, capsys.readouterr().err  # the bad case
-    record = json.loads((tmp_path / "run.json").read_text())
-    assert (record["cpu"], record["cpu_class"]) == ("the client's CPU", "the client's class")
-    assert set(record["precision"].values()) == {"the client's precision"}
 
     def report(dask_worker) -> dict:
-        """What the worker process says of itself: its name, host, CPU and the precision of every model its
-        segmenters compiled (each SamPredictor's own)."""
+        """What the worker process says of itself: its name, host, CPU, the CPUs it may use (affinity, and
+        models.hardware.cpu_budget: that capped by a CPU quota), and the (model, precision, threads) of every model
+        this run's segmenters compiled, as OpenVINO reports them (the only run of the module without --threads)."""
         import socket
 
         import openvino as ov
 
-        from models.hardware import this_cpu_class_name
+        from models.hardware import cpu_budget, this_cpu_class_name
         from router.distributed import _SEGMENTERS
 
-        compiled = {(name, predictor.precision) for segmenter in _SEGMENTERS.values()
+        compiled = {(name, predictor.precision, int(predictor.model.encoder.get_property("INFERENCE_NUM_THREADS")))
+                    for (settings, _), segmenter in _SEGMENTERS.items() if settings.threads is None
                     for name, predictor in segmenter.pool._predictors.items()}
         return {"worker": str(dask_worker.name), "host": socket.gethostname(),
                 "cpu": str(ov.Core().get_property("CPU", "FULL_DEVICE_NAME")), "cpu_class": this_cpu_class_name(),
-                "compiled": sorted(compiled)}
+                "cpus": len(os.sched_getaffinity(0)), "budget": cpu_budget(), "compiled": sorted(compiled)}
 
     with Client(scheduler_file=str(cluster.scheduler_file), timeout="30s") as client:
+        with get_task_stream(client) as stream:
+            status = predict.main(["-i", str(inputs), "-o", str(tmp_path), "--no-progress",
+                                   "--scheduler", str(cluster.scheduler_file)])
+        names = {address: str(info["name"]) for address, info in client.scheduler_info()["workers"].items()}
         reports = {facts["worker"]: facts for facts in client.run(report).values()}
-    assert sorted(reports) == ["w0", "w1"]
-    for facts in reports.values():
+    assert status == 1, capsys.readouterr().err  # the bad case
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["cpu"], record["cpu_class"]) == ("the client's CPU", "the client's class")
+    assert set(record["precision"].values()) == {"the client's precision"}
+    ran: dict[str, list[str]] = {}  # worker -> the stems of the good cases the scheduler saw it run
+    for task in stream.data:
+        case = task["key"].removeprefix("segment-").rsplit("-", 1)[0]  # "segment-<file name>-<token>"
+        if case != BAD:
+            ran.setdefault(names[task["worker"]], []).append(Path(case).stem)
+    assert sorted(ran) == ["w0", "w1"], ran  # both idle when the cases came: each got some
+    assert (reports["w1"]["cpus"], len(os.sched_getaffinity(0))) == (1, reports["w0"]["cpus"]), "w1 not pinned"
+
+    expected = []
+    for name in sorted(ran):
+        facts = reports[name]
+        (model, precision, threads), = facts["compiled"]  # one model, compiled once by the worker's one thread
         assert facts["cpu"] != "the client's CPU" and facts["cpu_class"] != "the client's class"
-        facts["precision"] = dict(facts["compiled"])
-        assert len(facts["precision"]) == len(facts["compiled"]), "one precision per model in a worker"
-    cases = record["cases"]
-    assert sorted(cases) == sorted(Path(name).stem for name in good)
-    for stem, entry in cases.items():
-        facts = reports[entry["worker"]]
-        assert {key: entry[key] for key in ("worker", "host", "cpu", "cpu_class")} == \
-            {key: facts[key] for key in ("worker", "host", "cpu", "cpu_class")}, stem
-        assert entry["precision"] == facts["precision"][entry["model"]], stem
-    ran = sorted({entry["worker"] for entry in cases.values()})
-    assert record["workers"] == [
-        {**{key: reports[name][key] for key in ("worker", "host", "cpu", "cpu_class")},
-         "precision": {"litemedsam": reports[name]["precision"]["litemedsam"]},
-         "cases": sum(entry["worker"] == name for entry in cases.values())}
-        for name in ran]
+        assert threads == facts["budget"], "a worker's threads: its CPU budget over its 1 Dask thread"
+        expected.append({**{key: facts[key] for key in ("worker", "host", "cpu", "cpu_class")}, "threads": threads,
+                         "precision": {model: precision}, "cases": sorted(ran[name])})
+    assert record["workers"] == expected
+    assert sorted(record["cases"]) == sorted(Path(name).stem for name in good)
+    by_worker = {row["worker"]: row for row in record["workers"]}
+    for stem, entry in record["cases"].items():
+        row = by_worker[entry["worker"]]
+        assert stem in row["cases"], stem
+        assert {key: entry[key] for key in ("worker", "host", "cpu", "cpu_class", "threads")} == \
+            {key: row[key] for key in ("worker", "host", "cpu", "cpu_class", "threads")}, stem
+        assert entry["precision"] == row["precision"][entry["model"]], stem
 
 
 def test_dask_workers_use_the_ov_cache(reference, cluster, tmp_path, capsys) -> None:
@@ -272,6 +297,26 @@ def test_dask_worker_killed_mid_run_still_writes_every_output(reference, tmp_pat
     for name in good:
         assert np.array_equal(got[name], expected[name]), name
     assert not list(outputs.glob(".*")), "temp files left behind"
+
+
+def test_worker_summary_lists_each_workers_facts_and_cases() -> None:
+    """`workers` of run.json from its case entries: one row per distinct worker facts, its cases sorted; a local
+    case (no worker) is left out, and an entry of an earlier version without "threads" (kept by
+    --continue-prediction) is its own row rather than an error."""
+    from router.provenance import worker_summary
+
+    def entry(worker: str, **more) -> dict:
+        return {"model": "litemedsam", "precision": "bf16", "worker": worker, "host": "h", "cpu": "c",
+                "cpu_class": "k", **more}
+
+    cases = {"b": entry("w0", threads=2), "local": {"model": "litemedsam", "precision": "fp32"},
+             "a": entry("w0", threads=2), "c": entry("w1", threads=1, precision="fp32"), "old": entry("w1")}
+    facts = {"host": "h", "cpu": "c", "cpu_class": "k"}
+    assert worker_summary(cases) == [
+        {"worker": "w0", **facts, "threads": 2, "precision": {"litemedsam": "bf16"}, "cases": ["a", "b"]},
+        {"worker": "w1", **facts, "threads": 1, "precision": {"litemedsam": "fp32"}, "cases": ["c"]},
+        {"worker": "w1", **facts, "threads": None, "precision": {"litemedsam": "bf16"}, "cases": ["old"]},
+    ]
 
 
 def test_error_lines_are_one_line() -> None:
