@@ -2,9 +2,10 @@
 QEMU user-mode emulation: it is an arm64 image, it takes Arm's precision deliberately, and it segments as the
 amd64 image does within a bound for rounding.
 
-Emulation is slow (about 90 s per encoder pass on 2 cores: docs/results.md, "The Arm image"), so the cases are
-the smallest that still go through the 2D and the 3D strategies. Skipped where no Docker daemon answers or the
-image is not built (`./build.sh test` builds it, as root).
+Emulation is slow (89 s per encoder pass on 2 AMD cores, 150-300 s on CI's 2 Intel cores: docs/results.md, "The
+Arm image"), so the cases are the smallest that still go through the 2D and the 3D (propagate) strategies: one
+encoder pass each. Skipped where no Docker daemon answers or the image is not built (`./build.sh test` builds it,
+as root).
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ def _image_or_skip(tag: str) -> None:
 
 @pytest.fixture(scope="module")
 def arm_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2D case with one box, and a 3D CT of 5 slices with one object over 3 of them: few encoder passes."""
+    """A 2D case with one box, and a 3D CT of 5 slices with one object on its middle slice only: one encoder pass
+    each (the propagate strategy encodes the slices of a box's z range, here one; an object over 3 slices cost
+    3 passes, about 10 minutes emulated)."""
     folder = tmp_path_factory.mktemp("arm_cases")
     rng = np.random.default_rng(7)
     image = rng.integers(0, 60, (72, 96, 3), dtype=np.uint8)
     image[20:44, 30:70] = 220
     write_case(folder / "2DBox_Endoscopy_a1.npz", imgs=image, boxes=np.array([[28, 18, 71, 45]]))
-    volume, mask = blob_volume(shape=(5, 64, 64), centre=(2, 30, 32), radii=(1, 12, 10))
+    volume, mask = blob_volume(shape=(5, 64, 64), centre=(2, 30, 32), radii=(0.5, 12, 10))  # z radius < 1: slice 2 only
     write_case(folder / "3DBox_CT_a2.npz", imgs=volume, boxes=tight_box3d(mask)[None],
                spacing=np.array([0.8, 0.8, 2.5]))
     return folder
