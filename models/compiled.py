@@ -122,3 +122,21 @@ def compile_sam(
                         "low-contrast images; re-export it with ./build.sh export", folder / encoder_file)
         compiled_encoder = core.compile_model(encoder, "CPU", config)
         return CompiledSam(spec, precision, compiled_encoder, decoder.result(), folder)
+
+
+def with_decoder_streams(model: CompiledSam, streams: int, *, core: ov.Core | None = None) -> CompiledSam:
+    """`model` with its decoder compiled again from its IR folder to run `streams` infer requests at once,
+    its threads (those it was compiled on) split between them; the encoder is shared, not compiled again.
+
+    For independent decoder work done in parallel (seg-serve's two sweeps of a one-box object): one box's
+    decoder pass is small matrices that two threads share poorly, so two one-thread streams decode more boxes
+    a second than one two-thread stream (docs/results.md, "Interactive server latency").
+    """
+    if model.directory is None:
+        raise ValueError("a model built in memory has no IR folder to compile its decoder from")
+    threads = int(model.decoder.get_property("INFERENCE_NUM_THREADS"))
+    config = {**compile_config(threads, model.precision), "NUM_STREAMS": str(streams)}
+    del config["PERFORMANCE_HINT"]  # the hint would choose the streams itself
+    decoder = (core or shared_core()).compile_model(model.directory / model.spec.decoder_file, "CPU", config)
+    return CompiledSam(model.spec, model.precision, model.encoder, decoder, model.directory)
+

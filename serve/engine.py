@@ -14,7 +14,10 @@ budget and the memory left allow; it pauses while any box is being segmented, so
 what it needs before anything else, waiting at most for the one slice being encoded. The compiled model
 is shared: encoder and decoder calls of all sessions are serialised by one lock each (an OpenVINO infer
 request runs one inference at a time), and a session's predictor holds its own current embedding, so
-sessions interleave call by call, never mid-call.
+sessions interleave call by call, never mid-call. A 2D box's two sweeps (up and down from its slice) run at
+once where the model has two threads or more, each on a stream of a second compile of the decoder with half
+the threads (DecoderSeat, models.compiled.with_decoder_streams): two one-thread streams decode more boxes a
+second than one two-thread stream (docs/results.md, "Interactive server latency").
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from models.compiled import with_decoder_streams
 from models.pool import ModelPool
 from models.predictor import DEFAULT_CACHE_BYTES, Embedding, EmbeddingCache, SamPredictor
 from router.casefile import ArrayHeader
@@ -62,6 +66,15 @@ class ModelLocks:
 
     encode: threading.Lock = field(default_factory=threading.Lock)
     decode: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class DecoderSeat:
+    """A predictor to decode on (its own infer request) and the lock it is used under: the shared model's with
+    ModelLocks.decode, or one of the two streams of a sweep pair (ModelEngine.sweep_seats)."""
+
+    predictor: SamPredictor
+    lock: threading.Lock
 
 
 class Foreground:
@@ -122,12 +135,18 @@ def middle_out(depth: int) -> list[int]:
 class SessionPredictor:
     """A session's view of the shared SamPredictor (router.strategies' EmbeddingPredictor and
     ScoredBoxPredictor): embeddings from the session's cache under `namespace`, its own current embedding,
-    `batch` boxes per decoder call (None: the predictor's)."""
+    `batch` boxes per decoder call (None: the predictor's); it encodes on `predictor` and decodes on `seat`
+    (None: on `predictor` too, under the shared decoder lock)."""
 
     def __init__(self, predictor: SamPredictor, cache: EmbeddingCache, namespace: Hashable, locks: ModelLocks,
-                 batch: int | None = None) -> None:
+                 batch: int | None = None, seat: DecoderSeat | None = None) -> None:
         self.predictor, self.cache, self.namespace, self.locks, self.batch = predictor, cache, namespace, locks, batch
+        self.seat = seat or DecoderSeat(predictor, locks.decode)
         self._current: Embedding | None = None
+
+    def seated(self, seat: DecoderSeat) -> SessionPredictor:
+        """The same session's predictor (cache, batch, encoder) decoding on `seat`, with its own current embedding."""
+        return SessionPredictor(self.predictor, self.cache, self.namespace, self.locks, self.batch, seat)
 
     def embedding(self, image: np.ndarray, key: Hashable | None) -> Embedding:
         """The embedding of `image` ((H, W) or (H, W, 3) uint8): from the cache under `key`, else encoded now
@@ -161,12 +180,12 @@ class SessionPredictor:
         return self._decode(boxes, scored=True)
 
     def _decode(self, boxes: np.ndarray, scored: bool) -> tuple[np.ndarray, np.ndarray]:
-        embedding = self.get_image_embedding()
-        with self.locks.decode:
-            self.predictor.set_image_embedding(embedding)
+        embedding, decoder = self.get_image_embedding(), self.seat.predictor
+        with self.seat.lock:
+            decoder.set_image_embedding(embedding)
             if scored:
-                return self.predictor.predict_scored(boxes, batch=self.batch)
-            return self.predictor.predict(boxes, batch=self.batch), np.zeros(len(boxes))
+                return decoder.predict_scored(boxes, batch=self.batch)
+            return decoder.predict(boxes, batch=self.batch), np.zeros(len(boxes))
 
 
 class EngineVolume:
@@ -239,6 +258,7 @@ class ModelEngine:
         self.locks = ModelLocks()
         self.foreground = Foreground()
         self._compiling = threading.Lock()  # ModelPool compiles on first use, from one thread at a time
+        self._sweep_seats: dict[str, tuple[DecoderSeat, DecoderSeat] | None] = {}
 
     def route(self, modality: str) -> Route:
         return self.table.route(3, canonical_modality(modality), self.pool.available)
@@ -246,12 +266,26 @@ class ModelEngine:
     def warm(self, modality: str) -> str:
         """Compile the model `modality` routes to now (not on the first box); its route, described."""
         route = self.route(modality)
-        self._model(route)
+        self.sweep_seats(route)
         return route.describe()
 
     def _model(self, route: Route) -> SamPredictor:
         with self._compiling:
             return self.pool.get(route.model)
+
+    def sweep_seats(self, route: Route) -> tuple[DecoderSeat, DecoderSeat] | None:
+        """Two seats on one compile of the route's decoder with two streams, each with half the model's threads,
+        for a 2D box's two sweeps at once; None where the model runs on one thread (compiled on first use)."""
+        model = self._model(route)
+        with self._compiling:
+            if route.model not in self._sweep_seats:
+                seats = None
+                if int(model.model.decoder.get_property("INFERENCE_NUM_THREADS")) >= 2:
+                    streams = with_decoder_streams(model.model, 2)
+                    seats = (DecoderSeat(SamPredictor(streams, 0), threading.Lock()),
+                             DecoderSeat(SamPredictor(streams, 0), threading.Lock()))
+                self._sweep_seats[route.model] = seats
+            return self._sweep_seats[route.model]
 
     def check_image(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         """The memory guard for set_image, before the frame is decompressed: the array of `shape` and
@@ -292,7 +326,12 @@ class ModelEngine:
         # the memory guard sees the widest the object may grow: the box on every slice of the view
         reach = np.array([[plane[0], plane[1], 0, plane[2], plane[3], turned.shape[0] - 1]])
         predictor = self._predictor(volume, route, axis, reach, turned.shape)
-        mask = segment_from_slice(turned, plane, z, predictor, volume.one_box)
+        seats = self.sweep_seats(route)
+        if seats is None:
+            mask = segment_from_slice(turned, plane, z, predictor, volume.one_box)
+        else:
+            mask = segment_from_slice(turned, plane, z, predictor.seated(seats[0]), volume.one_box,
+                                      down=predictor.seated(seats[1]))
         return np.moveaxis(np.asarray(mask, bool), 0, axis)
 
     def _predictor(self, volume: EngineVolume, route: Route, axis: int, boxes: np.ndarray,

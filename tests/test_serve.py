@@ -228,3 +228,35 @@ def test_slices_are_encoded_in_the_background_middle_first_and_boxes_reuse_them(
         assert model.encoder_calls == calls and (0, (AXIAL, 8)) in opened.cache
     finally:
         opened.close()
+
+
+def test_a_2d_boxs_two_sweeps_run_at_once_on_two_decoder_streams(ir_dir: Path) -> None:
+    """On two threads the engine decodes a 2D box's sweep towards slice 0 on a second stream of a decoder
+    compiled with two, while the other sweep runs on the first: the object is the one the sweeps give one
+    after the other on the shared model (Dice, not identity: the streams have one thread each, and a kernel
+    may sum in another order on fewer threads)."""
+    from router.pipeline import RunConfig
+    from serve.boxes import parse_box
+    from serve.engine import ModelEngine
+    from serve.intensity import volume_to_uint8
+
+    segmenter = RunConfig.of(models=ir_dir, threads=2).segmenter()
+    engine = ModelEngine(segmenter.table, segmenter.pool, background=False)
+    engine.warm("CT")
+    volume, ellipsoid, _ = scene()
+    opened = engine.open_volume(volume_to_uint8(volume[0]), "CT")
+    try:
+        seats = engine.sweep_seats(opened.route)
+        assert seats is not None and seats[0].predictor.model is seats[1].predictor.model
+        assert int(seats[0].predictor.model.decoder.get_property("NUM_STREAMS")) == 2
+        box = parse_box([[8, 9], [14, 47], [20, 49]], SHAPE)
+        at_once = engine.object_of(opened, box)
+        down_calls = seats[1].predictor.decoder_calls
+        assert seats[0].predictor.decoder_calls > 0 and down_calls > 0
+        engine._sweep_seats[opened.route.model] = None  # one after the other, on the shared model
+        in_turn = engine.object_of(opened, box)
+        assert seats[1].predictor.decoder_calls == down_calls
+        assert dice(at_once, in_turn) > 0.99 and dice(at_once, ellipsoid) > 0.8
+        assert np.array_equal(np.flatnonzero(at_once.any(axis=(1, 2))), np.flatnonzero(in_turn.any(axis=(1, 2))))
+    finally:
+        opened.close()

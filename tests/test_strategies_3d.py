@@ -349,3 +349,34 @@ def test_one_2d_box_looking_ahead_skips_slices_where_the_structure_changes_slowl
     assert encoded[1] == len(found) + 2  # every slice of the object and the one past each end
     assert encoded[4] < 0.7 * encoded[1]  # measured 21 of 33
     assert dice(objects[4], objects[1]) > 0.95 and dice(objects[4], mask) > 0.9
+
+
+class SliceLog:
+    """A ScoredBoxPredictor that records the slices it decodes, then asks a real one."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor, self.decoded, self.z = predictor, [], -1
+
+    def set_image(self, image, *, key=None):
+        self.z = key[1]
+        self.predictor.set_image(image, key=key)
+
+    def predict_scored(self, boxes):
+        self.decoded.append(self.z)
+        return self.predictor.predict_scored(boxes)
+
+
+def test_one_2d_box_sweeps_down_on_a_second_predictor_to_the_same_object(litemedsam):
+    """With `down` (here a second session on the same compiled model: its own infer requests and cache), the
+    sweep towards slice 0 runs on it in a thread and the other on the first: each decodes only its side of
+    the box's slice, and the object is the one a single predictor gives."""
+    from models.predictor import SamPredictor
+
+    volume, mask = blob_volume((20, 64, 64), (9, 30, 32), (6, 14, 11), seed=0)
+    box = mask_bbox(mask[9])
+    litemedsam.reset()
+    alone = segment_from_slice(volume, box, 9, litemedsam)
+    up, down = SliceLog(litemedsam), SliceLog(SamPredictor(litemedsam.model))
+    together = segment_from_slice(volume, box, 9, up, down=down)
+    assert np.array_equal(together, alone) and dice(together, mask) > 0.8
+    assert up.decoded[0] == 9 and min(up.decoded) == 9 and down.decoded and max(down.decoded) < 9

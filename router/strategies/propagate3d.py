@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -466,6 +467,7 @@ def continues(previous: np.ndarray, mask: np.ndarray, stability: float, params: 
 def segment_from_slice(
     volume: np.ndarray, box: np.ndarray, z: int, predictor: ScoredBoxPredictor,
     params: PropagateParams = PropagateParams(), view: Hashable = "axial",
+    down: ScoredBoxPredictor | None = None,
 ) -> np.ndarray:
     """(D, H, W) uint8 volume, a (4,) [x0, y0, x1, y1] inclusive box on slice `z` -> (D, H, W) bool: the object
     the box prompts on slice z, followed both ways until it ends (no z range is given).
@@ -480,6 +482,10 @@ def segment_from_slice(
     box grown by GROW_FRACTION and its mask kept inside that prompt, and the sweep stops at the first mask
     that does not `continues` the previous one (params.stop_overlap, params.stop_stability), or at the
     volume's end. Every slice visited is encoded once (the predictor's cache, keyed (view, slice)).
+
+    `down`: a second predictor (on the same embeddings) that walks the sweep towards slice 0 in a thread
+    while `predictor` walks the other: the two sweeps share nothing but the first slice's mask, so the
+    object is the same; it is faster where the two predictors decode at once (on two decoder streams).
     """
     depth, height, width = volume.shape
     if not 0 <= z < depth:
@@ -489,7 +495,7 @@ def segment_from_slice(
     margin = GROW_FRACTION * max(shape)
     out = np.zeros(volume.shape, bool)
 
-    def decode(at: int, prompt: np.ndarray) -> tuple[np.ndarray, float]:
+    def decode(at: int, prompt: np.ndarray, predictor: ScoredBoxPredictor = predictor) -> tuple[np.ndarray, float]:
         """Slice `at`'s mask prompted with (4,) `prompt` and kept inside it, and its stability."""
         predictor.set_image(volume[at], key=(view, at))
         masks, stability = cast(ScoredBoxPredictor, predictor).predict_scored(prompt[None])
@@ -499,8 +505,8 @@ def segment_from_slice(
         """The prompt `gap` slices on from mask `previous`: its box grown by the margin per slice."""
         return grow_box(cast(np.ndarray, mask_bbox(previous)), margin * gap, shape)
 
-    out[z] = first = decode(z, box)[0]
-    for step in (1, -1):
+    def sweep(step: int, predictor: ScoredBoxPredictor) -> None:
+        """Slices z + step, z + 2 step, ... into `out` until the structure or the volume ends."""
         previous, at, ended = first, z, not first.any()
         while not ended:
             ahead = min(max(at + step * params.one_box_step, 0), depth - 1)
@@ -508,7 +514,7 @@ def segment_from_slice(
             if gap == 0:  # the volume's end
                 break
             if gap > 1:
-                mask, stability = decode(ahead, grown(previous, gap))
+                mask, stability = decode(ahead, grown(previous, gap), predictor)
                 sure = stability >= params.one_box_stability
                 if sure and continues(previous, mask, stability, params) and params.agree(previous, mask):
                     out[at + step : ahead : step] = interpolate_masks(previous, mask, gap - 1)
@@ -516,12 +522,22 @@ def segment_from_slice(
                     at = ahead
                     continue
             for near in range(at + step, ahead + step, step):
-                mask, stability = decode(near, grown(previous, 1))
+                mask, stability = decode(near, grown(previous, 1), predictor)
                 ended = not continues(previous, mask, stability, params)  # False on an empty mask too
                 if ended:  # the structure has ended: this sweep stops
                     break
                 out[near] = previous = mask
             at = ahead
+
+    out[z] = first = decode(z, box)[0]
+    if down is None:
+        sweep(1, predictor)
+        sweep(-1, predictor)
+    else:  # the sweeps write disjoint slices of `out`
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seg-sweep-down") as other:
+            downward = other.submit(sweep, -1, down)
+            sweep(1, predictor)
+            downward.result()
     return out
 
 
