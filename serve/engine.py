@@ -275,12 +275,14 @@ class ModelEngine:
 
     def sweep_seats(self, route: Route) -> tuple[DecoderSeat, DecoderSeat] | None:
         """Two seats on one compile of the route's decoder with two streams, each with half the model's threads,
-        for a 2D box's two sweeps at once; None where the model runs on one thread (compiled on first use)."""
+        for a 2D box's two sweeps at once; None where the model runs on one thread or was built in memory (no IR
+        folder to compile from). Compiled on first use."""
         model = self._model(route)
         with self._compiling:
             if route.model not in self._sweep_seats:
                 seats = None
-                if int(model.model.decoder.get_property("INFERENCE_NUM_THREADS")) >= 2:
+                threads = int(model.model.decoder.get_property("INFERENCE_NUM_THREADS"))
+                if threads >= 2 and model.model.directory is not None:
                     streams = with_decoder_streams(model.model, 2)
                     seats = (DecoderSeat(SamPredictor(streams, 0), threading.Lock()),
                              DecoderSeat(SamPredictor(streams, 0), threading.Lock()))
