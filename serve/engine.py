@@ -264,7 +264,8 @@ class ModelEngine:
         return self.table.route(3, canonical_modality(modality), self.pool.available)
 
     def warm(self, modality: str) -> str:
-        """Compile the model `modality` routes to now (not on the first box); its route, described."""
+        """Compile the model `modality` routes to, and its sweep seats (sweep_seats), now rather than on the first
+        box; its route, described."""
         route = self.route(modality)
         self.sweep_seats(route)
         return route.describe()
